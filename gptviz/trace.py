@@ -1,0 +1,71 @@
+"""Run a model once and keep every intermediate, by name, as float32 numpy arrays.
+
+Names follow the model's own modules, so a learner can find each one in the code:
+
+    tok_emb, pos_emb, embeddings (their sum), drop_emb,
+    trf_blocks.{i}.input, .norm1, .att.scores, .att.weights, .att.context, .att.out,
+    .resid_mid, .norm2, .ff.hidden, .ff.out, .output,
+    final_norm, logits
+
+Shapes: (B, T, emb_dim) for the residual stream, (T, emb_dim) for pos_emb,
+(B, n_heads, T, T) for att.scores (q . k, before the mask and scaling) and att.weights
+(after the causal mask and softmax, before dropout), (B, T, 4*emb_dim) for ff.hidden,
+(B, T, vocab_size) for logits. A placeholder component records nothing of its own.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .models import Recorder
+
+
+@dataclass(frozen=True)
+class Trace:
+    token_ids: np.ndarray  # (B, T) int64
+    values: dict  # name -> read-only float32 array
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+    def names(self) -> list[str]:
+        return list(self.values)
+
+
+def _keep_matching(patterns):
+    if patterns is None:
+        return None
+    patterns = tuple(patterns)
+    return lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def trace(model, token_ids, keep=None, dropout_generator: torch.Generator | None = None) -> Trace:
+    """One forward pass of `model` on `token_ids` ((T,) or (B, T)), every intermediate kept.
+
+    `keep`: glob patterns of names to keep (default all), e.g. ("trf_blocks.3.att.*", "logits").
+    `dropout_generator`: apply dropout with masks from this generator; None means no dropout.
+
+    Safe on a model shared between threads: it never changes the model's mode, registers
+    nothing on it and never touches the global random number generator.
+    """
+    ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.long)
+    if ids.ndim == 1:
+        ids = ids.unsqueeze(0)
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"token_ids must be (T,) or (B, T) with T >= 1, got shape {tuple(ids.shape)}")
+    recorder = Recorder(keep=_keep_matching(keep), generator=dropout_generator)
+    with torch.inference_mode():
+        model(ids, recorder=recorder)
+    values = {}
+    for name, tensor in recorder.values.items():
+        array = tensor.to(torch.float32).numpy()
+        array.setflags(write=False)  # traces are cached and shared: read-only
+        values[name] = array
+    return Trace(ids.numpy(), values)
