@@ -90,6 +90,16 @@ def total_parameters(cfg: dict, parts=None, placeholder_blocks: bool = False, ti
     return total - cfg["emb_dim"] * cfg["vocab_size"] if tied else total
 
 
+def estimate_bytes(cfg: dict, parts=None, placeholder_blocks: bool = False) -> int:
+    """Memory a built model takes: fp32 weights plus each real attention's causal mask
+    (context_length^2 bools per layer, which a huge context_length makes the larger part)."""
+    from .models import ALL_PARTS
+
+    parts = ALL_PARTS if parts is None else frozenset(parts)
+    masks = 0 if placeholder_blocks or "attention" not in parts else cfg["n_layers"] * cfg["context_length"] ** 2
+    return 4 * total_parameters(cfg, parts, placeholder_blocks) + masks
+
+
 def available_memory_bytes() -> int:
     """Memory this process may still use: the smaller of free RAM and a cgroup limit."""
     limits = []
@@ -146,12 +156,12 @@ def validate_config(cfg: dict, memory_budget: int | None = None, parts=None, pla
             "each head gets emb_dim / n_heads dimensions"
         )
     if sizes_ok and not problems:
-        needed = 4 * total_parameters(cfg, parts, placeholder_blocks)
+        needed = estimate_bytes(cfg, parts, placeholder_blocks)
         budget = available_memory_bytes() if memory_budget is None else memory_budget
         if needed > budget:
             problems.append(
-                f"the weights alone need {needed / 2**30:.2f} GiB in fp32, more than the "
-                f"{budget / 2**30:.2f} GiB available; choose smaller sizes"
+                f"this model needs {needed / 2**30:.2f} GiB (fp32 weights and attention masks), "
+                f"more than the {budget / 2**30:.2f} GiB available; choose smaller sizes"
             )
     if problems:
         raise ConfigError(problems)

@@ -1,0 +1,270 @@
+"""The only module that imports streamlit: page setup, the shared sidebar, cached loaders.
+
+Every page starts with `inputs = ui.setup("Title")`. That draws the sidebar (each control
+bound to a URL query parameter, so any view is a shareable link), validates the config,
+tokenizes the text and returns an `Inputs`. Pages then ask `get_trace(inputs, keep=...)`
+for the intermediates they show; models and traces are built once and shared through
+bounded caches. Pages never compute with torch themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from . import tokenizer
+from .build import GPT, SKELETON, BuiltModel, ModelSpec, build_model
+from .config import (
+    DEFAULT_PRESET,
+    GPT2_VOCAB_SIZE,
+    PRESETS,
+    ConfigError,
+    available_memory_bytes,
+    config_key,
+    validate_config,
+)
+from .models import ALL_PARTS, PARTS
+from .trace import Trace, trace
+
+DEFAULT_TEXT = "Every effort moves you"
+DEFAULT_TEXT2 = "Every day holds a"  # the seed's second row: together they form its batch
+DEFAULT_SEED = 123
+MAX_TEXT_CHARS = 20_000  # far beyond any context length; keeps a URL from carrying megabytes
+# Models larger than this are refused before anything is allocated (Streamlit Community
+# Cloud gives an app 690 MB to 2.7 GB). Set GPTVIZ_MAX_MODEL_MB to change it.
+MAX_MODEL_BYTES = int(float(os.environ.get("GPTVIZ_MAX_MODEL_MB", "1600")) * 2**20)
+
+MODEL_CHOICES = {
+    "skeleton": "DummyGPTModel: the seed's skeleton",
+    "gpt": "GPTModel: real transformer blocks",
+    "mix": "GPTModel: a mix of real parts and placeholders",
+}
+PART_LABELS = {"attention": "multi-head attention", "feed_forward": "feed-forward", "layer_norm": "layer norms"}
+INT_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the sidebar decided, ready for a page."""
+
+    text: str
+    text2: str
+    model_choice: str
+    cfg: dict
+    spec: ModelSpec | None  # None when the config is invalid
+    problems: tuple = ()  # why the config is invalid
+    dropout: bool = True
+    token_ids: tuple = ()  # the batch fed to the model: B rows of T ids
+    notes: tuple = ()  # what was changed about the input, for the learner to see
+    texts: tuple = field(default=())  # the text of each batch row (after truncation)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids[0]) if self.token_ids else 0
+
+
+# --- cached loaders ------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=3, show_spinner="Building the model (once; every page and visitor then shares it)...")
+def get_model(spec: ModelSpec) -> BuiltModel:
+    return build_model(spec)
+
+
+@st.cache_resource(max_entries=32, ttl=3600, show_spinner=False)
+def _cached_trace(spec: ModelSpec, token_ids: tuple, dropout: bool, keep: tuple | None) -> Trace:
+    built = get_model(spec)
+    generator = built.dropout_generator() if dropout else None
+    return trace(built.model, token_ids, keep=keep, dropout_generator=generator)
+
+
+def get_trace(inputs: Inputs, keep=None) -> Trace:
+    """The cached trace of the current batch; `keep` (glob patterns) limits what is stored.
+
+    Arrays are read-only: a trace is shared by every session that asks for the same thing.
+    """
+    return _cached_trace(inputs.spec, inputs.token_ids, inputs.dropout, None if keep is None else tuple(keep))
+
+
+# --- the sidebar -----------------------------------------------------------------------
+
+
+def _reset_to_seed():
+    for key in list(st.session_state):
+        if key in ("text", "text2", "model", "preset", "parts", "seed", "dropout", "qkv_bias") or key.startswith("cfg_"):
+            del st.session_state[key]
+
+
+def _config_fields(preset_cfg: dict) -> dict:
+    """Editable config fields. Empty means "the preset's value", so a link only carries overrides."""
+    overrides = {}
+    with st.sidebar.expander("Edit the config", expanded=False):
+        st.caption("Empty fields keep the preset's value.")
+        for key in INT_FIELDS:
+            value = st.number_input(
+                key, min_value=1, max_value=10**7, value=None, step=1, placeholder=str(preset_cfg[key]),
+                key=f"cfg_{key}", bind="query-params",
+            )
+            if value is not None:
+                overrides[key] = int(value)
+        rate = st.number_input(
+            "drop_rate", min_value=0.0, max_value=1.0, value=None, step=0.05, format="%.2f",
+            placeholder=str(preset_cfg["drop_rate"]), key="cfg_drop_rate", bind="query-params",
+        )
+        if rate is not None:
+            overrides["drop_rate"] = float(rate)
+        bias = st.selectbox(
+            "qkv_bias", ["preset", "True", "False"], key="cfg_qkv_bias", bind="query-params",
+            help="Bias in the query, key and value projections (GPT-2's trained weights have it).",
+        )
+        if bias != "preset":
+            overrides["qkv_bias"] = bias == "True"
+    return overrides
+
+
+def _sidebar():
+    sb = st.sidebar
+    text = sb.text_area(
+        "Input text", value=DEFAULT_TEXT, max_chars=MAX_TEXT_CHARS, key="text", bind="query-params",
+        help="Type anything; every page follows this text through the model.",
+    )
+    text2 = sb.text_input(
+        "Second text (optional, makes a batch)", value=DEFAULT_TEXT2, max_chars=MAX_TEXT_CHARS, key="text2",
+        bind="query-params", help="The seed stacks two texts into one batch with torch.stack. Clear it to use one.",
+    )
+    model_choice = sb.selectbox(
+        "Model", list(MODEL_CHOICES), format_func=MODEL_CHOICES.get, key="model", bind="query-params",
+    )
+    parts = ALL_PARTS
+    if model_choice == "mix":
+        chosen = sb.multiselect(
+            "Real components (the rest are placeholders)", list(PARTS), default=["attention"],
+            format_func=PART_LABELS.get, key="parts", bind="query-params",
+        )
+        parts = frozenset(p for p in chosen if p in PARTS)
+    preset = sb.selectbox("Config preset", list(PRESETS), key="preset", bind="query-params")
+    preset = preset if preset in PRESETS else DEFAULT_PRESET
+    overrides = _config_fields(PRESETS[preset])
+    seed = sb.number_input(
+        "Seed (torch.manual_seed)", min_value=0, max_value=2**31 - 1, value=DEFAULT_SEED, step=1,
+        key="seed", bind="query-params",
+    )
+    dropout = sb.toggle(
+        "Dropout active", value=True, key="dropout", bind="query-params",
+        help="The seed never calls model.eval(), so its dropout is active: on reproduces its numbers.",
+    )
+    sb.button("Reset to the seed's example", on_click=_reset_to_seed, width="stretch")
+    cfg = {**PRESETS[preset], **overrides}
+    kind = SKELETON if model_choice == "skeleton" else GPT
+    parts = ALL_PARTS if model_choice == "gpt" else parts
+    return text or "", text2 or "", model_choice, cfg, kind, parts, int(seed if seed is not None else DEFAULT_SEED), bool(dropout)
+
+
+def _batch(text: str, text2: str, context_length: int):
+    """Token ids of the batch and notes on anything changed to make it valid."""
+    notes = []
+    rows = [tokenizer.encode(text)]
+    if text2.strip():
+        rows.append(tokenizer.encode(text2))
+    for i, ids in enumerate(rows):
+        if len(ids) > context_length:
+            notes.append(
+                f"Text {i + 1} has {len(ids)} tokens but the model sees at most context_length = "
+                f"{context_length}: only its first {context_length} tokens are used."
+            )
+            rows[i] = ids[:context_length]
+    if len(rows) == 2 and len(rows[0]) != len(rows[1]):
+        notes.append(
+            f"The two texts have {len(rows[0])} and {len(rows[1])} tokens. torch.stack needs rows of "
+            "equal length (the course pads them in later chapters), so only the first text is used."
+        )
+        rows = rows[:1]
+    rows = [r for r in rows if r]
+    texts = tuple(tokenizer.decode(r) for r in rows)
+    return tuple(tuple(r) for r in rows), tuple(notes), texts
+
+
+def setup(title: str, icon: str = ":material/neurology:") -> Inputs:
+    """Set up a page: config, the shared sidebar, and the validated inputs."""
+    st.set_page_config(page_title=f"{title} · gptviz", page_icon=icon, layout="wide")
+    text, text2, model_choice, cfg, kind, parts, seed, dropout = _sidebar()
+    problems = ()
+    spec = None
+    try:
+        validate_config(
+            cfg,
+            memory_budget=min(MAX_MODEL_BYTES, available_memory_bytes()),
+            parts=parts,
+            placeholder_blocks=kind == SKELETON,
+        )
+        if cfg["vocab_size"] < GPT2_VOCAB_SIZE:
+            raise ConfigError([
+                f"vocab_size must be at least {GPT2_VOCAB_SIZE}: the GPT-2 tokenizer produces ids up to "
+                f"{GPT2_VOCAB_SIZE - 1}, and each needs a row in tok_emb"
+            ])
+        spec = ModelSpec(kind=kind, config=config_key(cfg), parts=parts, seed=seed)
+    except ConfigError as error:
+        problems = tuple(error.problems)
+    context = cfg["context_length"] if spec is not None else PRESETS[DEFAULT_PRESET]["context_length"]
+    token_ids, notes, texts = _batch(text, text2, context)
+    return Inputs(text, text2, model_choice, cfg, spec, problems, dropout, token_ids, notes, texts)
+
+
+# --- messages pages share ---------------------------------------------------------------
+
+
+def show_notes(inputs: Inputs) -> None:
+    for note in inputs.notes:
+        st.warning(note, icon=":material/content_cut:")
+
+
+def require_model(inputs: Inputs) -> None:
+    """Stop the page with an explanation when no model can be built from the config."""
+    if inputs.problems:
+        st.error(
+            "This config cannot make a model:\n\n" + "\n".join(f"- {p}" for p in inputs.problems)
+            + "\n\nFix it in the sidebar under *Edit the config*, or press *Reset to the seed's example*.",
+            icon=":material/error:",
+        )
+        st.stop()
+
+
+def require_tokens(inputs: Inputs) -> None:
+    """Stop the page with a hint when there is nothing to feed the model."""
+    if not inputs.token_ids:
+        st.info("Type some text in the sidebar: an empty text has no tokens to follow.", icon=":material/edit:")
+        st.stop()
+
+
+def require_real_attention(inputs: Inputs) -> None:
+    if inputs.spec is None or inputs.spec.kind == SKELETON or "attention" not in inputs.spec.parts:
+        st.info(
+            "This model has no real attention: the seed's DummyTransformerBlock returns its input "
+            "unchanged, so there are no scores or weights to show. Choose *GPTModel: real transformer "
+            "blocks* (or a mix with attention) in the sidebar.",
+            icon=":material/visibility_off:",
+        )
+        st.stop()
+
+
+def seed_code(snippet: str, caption: str | None = None) -> None:
+    """Show the lines of the seed's code that produced what the page shows."""
+    if caption:
+        st.caption(caption)
+    st.code(snippet, language="python")
+
+
+def plot(fig, key: str | None = None) -> None:
+    """Draw a figure full width; every chart goes through here so settings stay in one place."""
+    st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """A link to another page that keeps the current view (text, model, config) in its URL."""
+    st.page_link(page, label=label, icon=icon, query_params=st.query_params.to_dict())
