@@ -23,23 +23,29 @@ ui.require_tokens(inputs)
 B, T = inputs.batch_size, inputs.n_tokens
 flow = stages(inputs.cfg, B, T, inputs.spec.kind, inputs.spec.parts)
 
-st.subheader(f"The data flow for your input: {B} x {T} tokens")
-dot = ["digraph G {", "rankdir=LR; node [shape=box, style=\"rounded,filled\", fillcolor=\"#eef3fb\", fontname=Helvetica];"]
-for i, stage in enumerate(flow):
-    dot.append(f'n{i} [label="{stage.name}\\n{stage.shape_text}"];')
-    if i:
-        dot.append(f"n{i - 1} -> n{i};")
-dot.append("}")
-st.graphviz_chart("\n".join(dot), width="stretch")
-st.caption(
-    "Shapes are (batch, tokens, ...). Position embeddings are (tokens, emb_dim) and are broadcast "
-    "over the batch when added."
-)
-
-st.dataframe(
-    [{"stage": s.name, "shape": s.shape_text, "code (forward pass)": s.code, "see page": s.page} for s in flow],
-    hide_index=True,
-)
+st.subheader(f"The data flow for your input: batch of {B}, {T} tokens each")
+diagram, table = st.columns([2, 3])
+with diagram:
+    dot = [
+        "digraph G {",
+        'node [shape=box, style="rounded,filled", fillcolor="#eef3fb", color="#4a6fa5", fontname=Helvetica, fontsize=11];',
+        'edge [color="#4a6fa5"];',
+    ]
+    for i, stage in enumerate(flow):
+        dot.append(f'n{i} [label="{stage.name}\\n{stage.shape_text}"];')
+        if i:
+            dot.append(f"n{i - 1} -> n{i};")
+    dot.append("}")
+    st.graphviz_chart("\n".join(dot), width="stretch")
+with table:
+    st.dataframe(
+        [{"stage": s.name, "shape": s.shape_text, "code (forward pass)": s.code, "page": s.page} for s in flow],
+        hide_index=True,
+    )
+    st.caption(
+        "Shapes are (batch, tokens, ...). Position embeddings are (tokens, emb_dim) and are broadcast "
+        "over the batch when added to the token embeddings."
+    )
 
 st.subheader("Each stage, one page")
 cols = st.columns(3)
