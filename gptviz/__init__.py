@@ -1,6 +1,6 @@
 """gptviz: follow a text through a GPT, step by step, with real numbers."""
 
-from .build import GPT, SKELETON, BuiltModel, ModelSpec, build_model
+from .build import GPT, PRETRAINED, SKELETON, BuiltModel, ModelSpec, build_model
 from .config import (
     GPT_CONFIG_124M,
     PRESETS,
@@ -29,3 +29,4 @@ from .models import (
 )
 from .tokenizer import ENDOFTEXT, ENDOFTEXT_ID, TokenGroup, decode, encode, get_tokenizer, token_groups
 from .trace import Trace, trace
+from .weights import WeightsError, download_gpt2, load_gpt2, load_gpt2_file, save_gpt2

@@ -17,7 +17,8 @@ from .models import ALL_PARTS, DummyGPTModel, GPTModel
 
 SKELETON = "DummyGPTModel"  # the seed's skeleton
 GPT = "GPTModel"  # real components (all of them, or a mix with placeholders)
-MODEL_KINDS = (SKELETON, GPT)
+PRETRAINED = "pretrained"  # GPTModel with GPT-2 weights from a checkpoint
+MODEL_KINDS = (SKELETON, GPT, PRETRAINED)
 
 _RNG_LOCK = threading.Lock()
 
@@ -28,6 +29,8 @@ class ModelSpec:
     config: tuple = ()  # config_key(cfg)
     parts: frozenset = field(default=ALL_PARTS)  # real parts, for GPTModel
     seed: int = 123
+    weights: str = ""  # for PRETRAINED: a checkpoint directory or .safetensors file
+    max_bytes: int | None = None  # for PRETRAINED: refuse larger weight files
 
     @property
     def cfg(self) -> dict:
@@ -35,6 +38,8 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        if self.kind == PRETRAINED:
+            return f"GPTModel with trained weights ({self.weights})"
         if self.kind == SKELETON:
             return "DummyGPTModel (the seed's skeleton)"
         if self.parts == ALL_PARTS:
@@ -46,6 +51,7 @@ class ModelSpec:
 @dataclass
 class BuiltModel:
     model: torch.nn.Module
+    cfg: dict  # the config the model was built with (read from the checkpoint when trained)
     # The global RNG's state right after the model was built under its seed: where the
     # seed's first dropout mask is drawn from. A trace copies it into its own generator.
     rng_state: torch.Tensor
@@ -63,13 +69,19 @@ def build_model(spec: ModelSpec) -> BuiltModel:
     shared, so nothing may toggle its mode later. Dropout, when wanted, comes from a trace's
     own generator.
     """
-    cfg = validate_config(spec.cfg, parts=spec.parts, placeholder_blocks=spec.kind == SKELETON)
     if spec.kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {spec.kind!r}; choose from {MODEL_KINDS}")
+    if spec.kind == PRETRAINED:
+        from .weights import config_of, load_gpt2
+
+        model = load_gpt2(spec.weights, max_bytes=spec.max_bytes)  # eval mode, frozen, no global RNG
+        # No constructor drew from a seed here, so dropout masks start from the seed itself.
+        return BuiltModel(model, config_of(model), torch.Generator().manual_seed(spec.seed).get_state())
+    cfg = validate_config(spec.cfg, parts=spec.parts, placeholder_blocks=spec.kind == SKELETON)
     with _RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = DummyGPTModel(cfg) if spec.kind == SKELETON else GPTModel(cfg, spec.parts)
         rng_state = torch.get_rng_state()
     model.requires_grad_(False)
     model.eval()
-    return BuiltModel(model, rng_state)
+    return BuiltModel(model, cfg, rng_state)

@@ -9,13 +9,17 @@ bounded caches. Pages never compute with torch themselves.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
 from . import tokenizer
-from .build import GPT, SKELETON, BuiltModel, ModelSpec, build_model
+from .build import GPT, PRETRAINED, SKELETON, BuiltModel, ModelSpec, build_model
 from .config import (
     DEFAULT_PRESET,
     GPT2_VOCAB_SIZE,
@@ -40,7 +44,23 @@ MODEL_CHOICES = {
     "skeleton": "DummyGPTModel: the seed's skeleton",
     "gpt": "GPTModel: real transformer blocks",
     "mix": "GPTModel: a mix of real parts and placeholders",
+    "pretrained": "GPTModel with trained GPT-2 weights",
 }
+WEIGHT_SOURCES = {
+    "directory": "a directory on this server",
+    "upload": "an uploaded .safetensors file",
+    "download": "download GPT-2 (needs internet)",
+}
+MAX_UPLOAD_BYTES = int(float(os.environ.get("GPTVIZ_MAX_UPLOAD_MB", "700")) * 2**20)
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "gptviz-uploads"
+PAGES = (
+    ("app.py", "Home", ":material/home:"),
+    ("pages/1_Tokens.py", "Tokens", ":material/text_fields:"),
+    ("pages/2_Embeddings.py", "Embeddings", ":material/grid_on:"),
+    ("pages/3_Model.py", "Model", ":material/account_tree:"),
+    ("pages/4_Attention.py", "Attention", ":material/visibility:"),
+    ("pages/5_Predictions.py", "Predictions", ":material/insights:"),
+)
 PART_LABELS = {"attention": "multi-head attention", "feed_forward": "feed-forward", "layer_norm": "layer norms"}
 INT_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
 
@@ -97,7 +117,7 @@ def get_trace(inputs: Inputs, keep=None) -> Trace:
 
 def _reset_to_seed():
     for key in list(st.session_state):
-        if key in ("text", "text2", "model", "preset", "parts", "seed", "dropout", "qkv_bias") or key.startswith("cfg_"):
+        if key in ("text", "text2", "model", "preset", "parts", "seed", "dropout") or key.startswith("cfg_"):
             del st.session_state[key]
 
 
@@ -128,6 +148,75 @@ def _config_fields(preset_cfg: dict) -> dict:
     return overrides
 
 
+def startup_weights_dir() -> str:
+    """A checkpoint directory given at start-up: `streamlit run app.py -- --weights DIR`, or GPTVIZ_WEIGHTS_DIR."""
+    args = sys.argv[1:]
+    if "--weights" in args and args.index("--weights") + 1 < len(args):
+        return args[args.index("--weights") + 1]
+    return os.environ.get("GPTVIZ_WEIGHTS_DIR", "")
+
+
+def _save_upload(upload) -> str:
+    """Store an upload under its sha256, so the same file is one cache entry for everyone."""
+    data = upload.getvalue()
+    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    path = UPLOAD_DIR / f"{hashlib.sha256(data).hexdigest()}.safetensors"
+    if not path.exists():
+        partial = path.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    return str(path)
+
+
+def _download(size: str) -> None:
+    """Fetch a published GPT-2 into the hub cache, with a progress bar; the path goes into the sidebar."""
+    from .weights import WeightsError, download_gpt2
+
+    bar = st.sidebar.progress(0.0, text=f"Downloading GPT-2 {size}...")
+    try:
+        # The hub reports progress from its own threads; only this thread may draw, so the
+        # bar moves per file rather than per byte.
+        path = download_gpt2(size)
+    except WeightsError as error:
+        st.session_state["download_error"] = str(error)
+    else:
+        st.session_state["weights_dir"] = str(path)
+        st.session_state.pop("download_error", None)
+    finally:
+        bar.empty()
+
+
+def _weights_source() -> tuple[str, str]:
+    """Where trained weights come from; returns (path, problem)."""
+    sb = st.sidebar
+    source = sb.radio(
+        "Weights from", list(WEIGHT_SOURCES), key="weights_from", bind="query-params", horizontal=True,
+        help="; ".join(f"{k}: {v}" for k, v in WEIGHT_SOURCES.items()),
+    )
+    if source == "upload":
+        upload = sb.file_uploader(
+            "GPT-2 weights (.safetensors)", type=["safetensors"], key="weights_upload",
+            help="Only safetensors: a pickle (.bin, .pt) can run code when loaded, so it is refused.",
+        )
+        if upload is None:
+            return "", "Upload a GPT-2 .safetensors file in the sidebar (e.g. model.safetensors of gpt2)."
+        if upload.size > MAX_UPLOAD_BYTES:
+            return "", f"{upload.name} is {upload.size / 2**20:.0f} MiB; this server takes at most {MAX_UPLOAD_BYTES / 2**20:.0f} MiB."
+        return _save_upload(upload), ""
+    if source == "download":
+        size = sb.selectbox("GPT-2 size", ["small", "medium", "large", "xl"], key="download_size")
+        sb.button("Download", on_click=_download, args=(size,), width="stretch")
+        if st.session_state.get("download_error"):
+            return "", st.session_state["download_error"]
+    path = sb.text_input(
+        "Checkpoint directory (config.json + model.safetensors)", value=startup_weights_dir(),
+        key="weights_dir", bind="query-params",
+    )
+    if not path:
+        return "", "Give a checkpoint directory in the sidebar: one holding config.json and model.safetensors."
+    return path, ""
+
+
 def _sidebar():
     sb = st.sidebar
     text = sb.text_area(
@@ -138,19 +227,25 @@ def _sidebar():
         "Second text (optional, makes a batch)", value=DEFAULT_TEXT2, max_chars=MAX_TEXT_CHARS, key="text2",
         bind="query-params", help="The seed stacks two texts into one batch with torch.stack. Clear it to use one.",
     )
-    model_choice = sb.selectbox(
-        "Model", list(MODEL_CHOICES), format_func=MODEL_CHOICES.get, key="model", bind="query-params",
-    )
+    # No format_func on URL-bound choices: Streamlit writes the shown label into the URL,
+    # so the options themselves are the short words a link carries (?model=gpt).
+    model_choice = sb.selectbox("Model", list(MODEL_CHOICES), key="model", bind="query-params")
+    sb.caption(MODEL_CHOICES.get(model_choice, ""))
     parts = ALL_PARTS
+    weights, weights_problem = "", ""
+    if model_choice == "pretrained":
+        weights, weights_problem = _weights_source()
     if model_choice == "mix":
         chosen = sb.multiselect(
             "Real components (the rest are placeholders)", list(PARTS), default=["attention"],
-            format_func=PART_LABELS.get, key="parts", bind="query-params",
+            key="parts", bind="query-params", help=", ".join(f"{k}: {v}" for k, v in PART_LABELS.items()),
         )
         parts = frozenset(p for p in chosen if p in PARTS)
-    preset = sb.selectbox("Config preset", list(PRESETS), key="preset", bind="query-params")
-    preset = preset if preset in PRESETS else DEFAULT_PRESET
-    overrides = _config_fields(PRESETS[preset])
+    cfg = PRESETS[DEFAULT_PRESET]
+    if model_choice != "pretrained":  # a checkpoint brings its own config
+        preset = sb.selectbox("Config preset", list(PRESETS), key="preset", bind="query-params")
+        preset = preset if preset in PRESETS else DEFAULT_PRESET
+        cfg = {**PRESETS[preset], **_config_fields(PRESETS[preset])}
     seed = sb.number_input(
         "Seed (torch.manual_seed)", min_value=0, max_value=2**31 - 1, value=DEFAULT_SEED, step=1,
         key="seed", bind="query-params",
@@ -160,10 +255,10 @@ def _sidebar():
         help="The seed never calls model.eval(), so its dropout is active: on reproduces its numbers.",
     )
     sb.button("Reset to the seed's example", on_click=_reset_to_seed, width="stretch")
-    cfg = {**PRESETS[preset], **overrides}
-    kind = SKELETON if model_choice == "skeleton" else GPT
-    parts = ALL_PARTS if model_choice == "gpt" else parts
-    return text or "", text2 or "", model_choice, cfg, kind, parts, int(seed if seed is not None else DEFAULT_SEED), bool(dropout)
+    kind = {"skeleton": SKELETON, "pretrained": PRETRAINED}.get(model_choice, GPT)
+    parts = parts if model_choice == "mix" else ALL_PARTS
+    seed = int(seed if seed is not None else DEFAULT_SEED)
+    return text or "", text2 or "", model_choice, cfg, kind, parts, seed, bool(dropout), weights, weights_problem
 
 
 def _batch(text: str, text2: str, context_length: int):
@@ -193,9 +288,42 @@ def _batch(text: str, text2: str, context_length: int):
 def setup(title: str, icon: str = ":material/neurology:") -> Inputs:
     """Set up a page: config, the shared sidebar, and the validated inputs."""
     st.set_page_config(page_title=f"{title} · gptviz", page_icon=icon, layout="wide")
-    text, text2, model_choice, cfg, kind, parts, seed, dropout = _sidebar()
-    problems = ()
-    spec = None
+    _navigation()
+    text, text2, model_choice, cfg, kind, parts, seed, dropout, weights, weights_problem = _sidebar()
+    if kind == PRETRAINED:
+        spec, cfg, problems = _pretrained(weights, weights_problem, seed)
+    else:
+        spec, problems = _random_init(cfg, kind, parts, seed)
+    context = cfg["context_length"] if spec is not None else PRESETS[DEFAULT_PRESET]["context_length"]
+    token_ids, notes, texts = _batch(text, text2, context)
+    return Inputs(text, text2, model_choice, cfg, spec, problems, dropout, token_ids, notes, texts)
+
+
+def _navigation() -> None:
+    """Links to every page that keep the current view in the URL (the built-in menu is off)."""
+    with st.sidebar:
+        for page, label, icon in PAGES:
+            page_link(page, label, icon)
+        st.divider()
+
+
+def _pretrained(weights: str, problem: str, seed: int):
+    """The spec of a trained checkpoint, its config as read from the checkpoint, and problems."""
+    from .weights import WeightsError
+
+    cfg = PRESETS[DEFAULT_PRESET]
+    if problem:
+        return None, cfg, (problem,)
+    spec = ModelSpec(kind=PRETRAINED, weights=weights, seed=seed, max_bytes=min(MAX_MODEL_BYTES, available_memory_bytes()))
+    try:
+        built = get_model(spec)
+    except WeightsError as error:
+        return None, cfg, (str(error),)
+    return spec, built.cfg, ()
+
+
+def _random_init(cfg: dict, kind: str, parts, seed: int):
+    """The spec of a freshly initialised model, or the problems with its config."""
     try:
         validate_config(
             cfg,
@@ -208,12 +336,9 @@ def setup(title: str, icon: str = ":material/neurology:") -> Inputs:
                 f"vocab_size must be at least {GPT2_VOCAB_SIZE}: the GPT-2 tokenizer produces ids up to "
                 f"{GPT2_VOCAB_SIZE - 1}, and each needs a row in tok_emb"
             ])
-        spec = ModelSpec(kind=kind, config=config_key(cfg), parts=parts, seed=seed)
+        return ModelSpec(kind=kind, config=config_key(cfg), parts=parts, seed=seed), ()
     except ConfigError as error:
-        problems = tuple(error.problems)
-    context = cfg["context_length"] if spec is not None else PRESETS[DEFAULT_PRESET]["context_length"]
-    token_ids, notes, texts = _batch(text, text2, context)
-    return Inputs(text, text2, model_choice, cfg, spec, problems, dropout, token_ids, notes, texts)
+        return None, tuple(error.problems)
 
 
 # --- messages pages share ---------------------------------------------------------------
@@ -226,6 +351,9 @@ def show_notes(inputs: Inputs) -> None:
 
 def require_model(inputs: Inputs) -> None:
     """Stop the page with an explanation when no model can be built from the config."""
+    if inputs.problems and inputs.model_choice == "pretrained":
+        st.error("No trained model is loaded:\n\n" + "\n".join(f"- {p}" for p in inputs.problems), icon=":material/error:")
+        st.stop()
     if inputs.problems:
         st.error(
             "This config cannot make a model:\n\n" + "\n".join(f"- {p}" for p in inputs.problems)
