@@ -285,9 +285,12 @@ def _batch(text: str, text2: str, context_length: int):
     return tuple(tuple(r) for r in rows), tuple(notes), texts
 
 
-def setup(title: str, icon: str = ":material/neurology:") -> Inputs:
+FAVICON = str(Path(__file__).parent / "assets" / "favicon.png")  # local: a material icon would be fetched from a CDN
+
+
+def setup(title: str) -> Inputs:
     """Set up a page: config, the shared sidebar, and the validated inputs."""
-    st.set_page_config(page_title=f"{title} · gptviz", page_icon=icon, layout="wide")
+    st.set_page_config(page_title=f"{title} · gptviz", page_icon=FAVICON, layout="wide")
     _navigation()
     text, text2, model_choice, cfg, kind, parts, seed, dropout, weights, weights_problem = _sidebar()
     if kind == PRETRAINED:
