@@ -1,0 +1,132 @@
+"""The Embeddings page's builders: heatmaps, dropout mask and counts, one token's vectors, PCA."""
+
+import numpy as np
+import pytest
+
+from gptviz.charts import embeddings as ec
+from gptviz.charts.common import position_labels
+
+RNG = np.random.default_rng(123)
+
+
+def test_embedding_heatmap_title_axes_and_values():
+    z = RNG.standard_normal((4, 768)).astype(np.float32)
+    labels = position_labels([6109, 3626, 6100, 345])
+    fig = ec.embedding_heatmap(z, labels, "tok_emb", "the token's row")
+    assert "tok_emb" in fig.layout.title.text and "(4, 768)" in fig.layout.title.text
+    assert "embedding dimension" in fig.layout.xaxis.title.text and "token" in fig.layout.yaxis.title.text
+    assert list(fig.data[0].y) == ["0: Every", "1: ␣effort", "2: ␣moves", "3: ␣you"]
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), z)  # small: nothing thinned
+    assert "%{z:.4f}" in fig.data[0].hovertemplate
+
+
+def test_embedding_heatmaps_of_a_full_context_fit_the_page_budget():
+    z = RNG.standard_normal((1024, 768)).astype(np.float32)
+    labels = position_labels(RNG.integers(0, 50257, 1024))
+    fig = ec.embedding_heatmap(z, labels, "embeddings", "sum")
+    shown = np.asarray(fig.data[0].z)
+    assert shown.size <= ec.EMB_HEATMAP_CELLS and "showing" in fig.layout.title.text
+    # every value shown is a real value, at the row and column its axis label names
+    row, col = 5, 7
+    assert shown[row, col] == z[labels.index(fig.data[0].y[row]), fig.data[0].x[col]]
+    ratio = ec.dropout_ratio(z, z * (RNG.random(z.shape) > 0.1) / 0.9)
+    mask = ec.dropout_mask_heatmap(ratio, labels, 0.1)
+    # four heatmaps per page (tok_emb, pos_emb, sum, dropout) stay well under the 1.5 MB budget
+    assert 3 * len(fig.to_json()) + len(mask.to_json()) < 900_000
+
+
+def test_dropout_ratio_and_stats_count_the_zeroed_entries():
+    emb = RNG.standard_normal((2, 4, 768)).astype(np.float32)
+    keep = RNG.random(emb.shape) > 0.1
+    drop = np.where(keep, emb / np.float32(0.9), 0).astype(np.float32)
+    ratio = ec.dropout_ratio(emb, drop)
+    np.testing.assert_allclose(ratio[keep], 1 / 0.9, rtol=1e-6)
+    assert (ratio[~keep] == 0).all()
+    stats = ec.dropout_stats(emb, drop, 0.1)
+    assert stats["zeroed"] == int((~keep).sum()) and stats["total"] == 2 * 4 * 768
+    assert stats["expected"] == pytest.approx(614.4)
+    assert stats["expected_std"] == pytest.approx(np.sqrt(6144 * 0.1 * 0.9))
+    assert stats["survivor_scale"] == pytest.approx(1 / 0.9, rel=1e-6) and stats["max_scale_error"] < 1e-5
+
+
+def test_dropout_mask_heatmap_has_two_levels():
+    ratio = np.array([[0.0, 1.25], [1.25, 1.25]], dtype=np.float32)
+    fig = ec.dropout_mask_heatmap(ratio, ["0: a", "1: b"], 0.2)
+    assert fig.data[0].zmin == 0 and fig.data[0].zmax == pytest.approx(1.25)
+    assert "1.2500" in fig.layout.title.text and "zeroed" in fig.layout.title.text
+    assert list(fig.data[0].colorbar.ticktext) == ["0 (dropped)", "1.2500"]
+
+
+def test_vector_table_rounds_like_torch_prints():
+    tok = np.array([1.61457, -0.10912, 2.0, 3.0], dtype=np.float32)
+    table = ec.vector_table({"tok_emb": tok, "pos_emb": tok * 0}, n=3)
+    assert table.shape == (2, 3) and list(table.index) == ["tok_emb", "pos_emb"]
+    assert list(table.columns) == ["dim 0", "dim 1", "dim 2"]
+    assert table.loc["tok_emb", "dim 0"] == 1.6146 and table.loc["tok_emb", "dim 1"] == -0.1091
+
+
+def test_vector_lines_three_stacked_traces():
+    tok, pos = RNG.standard_normal(48), RNG.standard_normal(48)
+    fig = ec.vector_lines(tok, pos, tok + pos, "0: Every")
+    assert [t.name for t in fig.data] == ["tok_emb", "pos_emb", "tok_emb + pos_emb"]
+    assert all(len(t.y) == 48 for t in fig.data)
+    np.testing.assert_allclose(fig.data[2].y, (tok + pos).astype(np.float32))
+    assert "0: Every" in fig.layout.title.text and "embedding dimension" in fig.layout.xaxis3.title.text
+
+
+def test_scale_table_shows_n01_statistics():
+    table = ec.scale_table({"tok_emb": RNG.standard_normal((200, 300))})
+    row = table.iloc[0]
+    assert row["shape"] == "(200, 300)" and abs(row["mean"]) < 0.02 and row["std"] == pytest.approx(1, abs=0.02)
+
+
+def test_pca_2d_recovers_known_axes():
+    # Spread 2 along y and 1 along x: PC1 is y (80% of the variance), PC2 is x.
+    X = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]) + [5.0, -3.0]
+    coords, explained = ec.pca_2d(X)
+    np.testing.assert_allclose(coords, [[0, 1], [0, -1], [2, 0], [-2, 0]], atol=1e-12)
+    np.testing.assert_allclose(explained, [0.8, 0.2])
+
+
+def test_pca_2d_matches_projection_on_the_covariance_eigenvectors():
+    X = RNG.standard_normal((30, 10)) @ RNG.standard_normal((10, 10))
+    coords, explained = ec.pca_2d(X)
+    centred = X - X.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(centred.T))
+    top = vectors[:, ::-1][:, :2]
+    expected = centred @ top
+    np.testing.assert_allclose(np.abs(coords), np.abs(expected), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(explained, values[::-1][:2] / values.sum())
+    again, _ = ec.pca_2d(X.copy())
+    np.testing.assert_array_equal(coords, again)  # signs are fixed, not arbitrary
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_pca_2d_with_too_few_points(n):
+    coords, explained = ec.pca_2d(RNG.standard_normal((n, 5)))
+    assert coords.shape == (n, 2) and np.isfinite(coords).all()
+    if n == 1:
+        assert (coords == 0).all() and (explained == 0).all()
+    else:
+        assert (coords[:, 1] == 0).all() and explained[0] == pytest.approx(1)
+
+
+def test_merge_duplicates_joins_equal_vectors():
+    X = np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]])
+    points, labels, groups = ec.merge_duplicates(X, ["r0·0: Every", "r0·1: ␣x", "r1·0: Every"], ["row 0", "row 0", "row 1"])
+    np.testing.assert_array_equal(points, [[1, 2], [3, 4]])
+    assert labels == ["r0·0: Every = r1·0: Every", "r0·1: ␣x"]
+    assert groups == ["row 0 + row 1", "row 0"]
+
+
+def test_pca_scatter_labels_groups_and_thinning():
+    coords, explained = ec.pca_2d(RNG.standard_normal((8, 6)))
+    labels = [f"r{i // 4}·{i % 4}" for i in range(8)]
+    fig = ec.pca_scatter(coords, labels, explained, "PCA of tok_emb", [f"row {i // 4}" for i in range(8)])
+    assert [t.name for t in fig.data] == ["row 0", "row 1"]
+    assert list(fig.data[1].text) == labels[4:] and fig.data[0].mode == "markers+text"
+    assert "PC1" in fig.layout.xaxis.title.text and "% of the variance" in fig.layout.yaxis.title.text
+    many = RNG.standard_normal((5000, 2))
+    big = ec.pca_scatter(many, [str(i) for i in range(5000)], np.array([0.5, 0.2]), "PCA")
+    assert sum(len(t.x) for t in big.data) <= ec.MAX_SCATTER_POINTS and big.data[0].mode == "markers"
+    assert "showing" in big.layout.title.text and len(big.to_json()) < 100_000
