@@ -1,0 +1,249 @@
+"""The Attention page's builders: scores, the causal mask, scaled and masked scores, weights.
+
+Pure functions of numpy arrays from a trace (`trf_blocks.{i}.att.scores`, `.att.weights`,
+`.att.context`) and token labels; no streamlit, no torch. The arithmetic helpers redo the
+course's three lines in numpy, so the page (and the tests) can check the model's weights
+against the scores shown:
+
+    attn_scores = queries @ keys.transpose(2, 3)
+    attn_scores.masked_fill_(mask_bool, -torch.inf)
+    attn_weights = torch.softmax(attn_scores / keys.shape[-1]**0.5, dim=-1)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .common import SEQUENTIAL, heatmap, style, thin_matrix
+
+# Cells per T x T heatmap: four of them, the grid and the context stay under the 1.5 MB
+# a page may send, even for 1024 tokens (a float32 cell is about 5.3 bytes in base64).
+MAX_CELLS = 30_000
+MASK_CELLS = 10_000  # the mask is a plain triangle: fewer cells show it as well
+GRID_CELLS = 60_000  # all heads together
+GRID_QUERIES = 64  # the grid shows at most the last 64 query positions
+GRID_COLS = 4
+MASK_COLORS = [[0.0, "#e8eef7"], [0.5, "#e8eef7"], [0.5, "#3b3b3b"], [1.0, "#3b3b3b"]]
+WEIGHT_QUANTILE = 0.99  # the weights' colour scale tops out here (see colour_cap)
+AXIS_LABEL_LIMIT = 16  # small multiples show token tick labels up to this many per axis
+
+
+# --- the arithmetic -------------------------------------------------------------------------
+
+
+def causal_mask(n_tokens: int) -> np.ndarray:
+    """mask_bool: True above the diagonal, where a query would see a later token (set to -inf)."""
+    return np.triu(np.ones((n_tokens, n_tokens), dtype=bool), k=1)
+
+
+def scale_and_mask(scores, head_dim: int) -> np.ndarray:
+    """The scores as softmax receives them: masked to -inf above the diagonal, divided by sqrt(head_dim)."""
+    z = np.array(scores, dtype=np.float32)
+    z[..., causal_mask(z.shape[-1])] = -np.inf
+    return z / np.float32(math.sqrt(head_dim))
+
+
+def softmax_rows(z) -> np.ndarray:
+    """Softmax over the last axis; -inf entries get weight exactly 0."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def attention_weights(scores, head_dim: int) -> np.ndarray:
+    """softmax(mask(scores) / sqrt(head_dim)): the course's weights, recomputed from its scores."""
+    return softmax_rows(scale_and_mask(scores, head_dim))
+
+
+def weight_checks(weights, scores, head_dim: int) -> dict:
+    """What a learner can verify about one head's (T, T) weights."""
+    weights = np.asarray(weights, dtype=np.float64)
+    T = weights.shape[-1]
+    return {
+        "max_row_sum_error": float(np.abs(weights.sum(axis=-1) - 1).max()),
+        "max_above_diagonal": float(np.abs(weights[..., causal_mask(T)]).max()) if T > 1 else 0.0,
+        "max_recompute_error": float(np.abs(attention_weights(scores, head_dim) - weights).max()),
+    }
+
+
+def uniform_weights(n_tokens: int) -> np.ndarray:
+    """What uniform attention would be: 1/(i+1) for the i+1 tokens query i can see."""
+    return 1.0 / np.arange(1, n_tokens + 1)
+
+
+def max_over_uniform(weights) -> float:
+    """How peaked the most peaked row is: max over rows of (largest weight) / (1/(i+1)); 1 = uniform."""
+    w = np.asarray(weights, dtype=np.float64)
+    return float((w.max(axis=-1) / uniform_weights(w.shape[-1])).max())
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def _note_below(fig: go.Figure) -> go.Figure:
+    """Move the notes "(showing 173 of 259 ...)" from the title to subtitle lines: half-width charts."""
+    title = fig.layout.title.text or ""
+    notes = re.findall(r" \(showing [^)]*\)", title)
+    if notes:
+        for note in notes:
+            title = title.replace(note, "")
+        fig.update_layout(title={"text": title, "subtitle": {"text": "<br>".join(n.strip() for n in notes)}},
+                          margin={"t": 70 + 16 * len(notes)}, height=fig.layout.height + 16 * len(notes))
+    return fig
+
+
+def _where(layer: int, head: int) -> str:
+    return f"layer {layer}, head {head}"
+
+
+def _pair_hover(what: str, fmt: str = ":.4f") -> str:
+    return "query %{y}<br>key %{x}<br>" + what + " %{z" + fmt + "}"
+
+
+def scores_figure(scores, labels, layer: int, head: int, max_cells: int = MAX_CELLS) -> go.Figure:
+    """attn_scores = queries @ keys.transpose(2, 3), before the mask and scaling."""
+    T = scores.shape[-1]
+    return _note_below(heatmap(
+        scores, f"1. Scores q·k, {_where(layer, head)}, ({T}, {T})",
+        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
+        y_labels=labels, hover=_pair_hover("q·k ="), max_cells=max_cells, colorbar_title="q·k",
+    ))
+
+
+def mask_figure(labels, max_cells: int = MASK_CELLS) -> go.Figure:
+    """mask_bool: the entries masked_fill_ sets to -inf (keys after the query)."""
+    T = len(labels)
+    fig = heatmap(
+        causal_mask(T).astype(np.float32), f"2. The causal mask, ({T}, {T}): dark = -inf",
+        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
+        y_labels=labels, colorscale=MASK_COLORS, zmid=None, max_cells=max_cells,
+        hover="query %{y}<br>key %{x}<br>mask_bool %{z} (1 = a later token: -inf)",
+    )
+    fig.update_traces(zmin=0, zmax=1, colorbar={"tickvals": [0.25, 0.75], "ticktext": ["visible", "-inf"]})
+    return _note_below(fig)
+
+
+def scaled_figure(scores, labels, layer: int, head: int, head_dim: int, max_cells: int = MAX_CELLS) -> go.Figure:
+    """The masked scores divided by sqrt(head_dim); masked cells are left blank."""
+    z = scale_and_mask(scores, head_dim)
+    z[np.isinf(z)] = np.nan  # blank cells: -inf cannot be coloured
+    fig = heatmap(
+        z, f"3. Masked and ÷ √{head_dim}, {_where(layer, head)}: blank = -inf",
+        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
+        y_labels=labels, hover=_pair_hover("q·k / √d ="), max_cells=max_cells, colorbar_title="scaled",
+    )
+    fig.update_traces(hoverongaps=False)
+    return _note_below(fig)
+
+
+def colour_cap(weights, quantile: float = WEIGHT_QUANTILE) -> float:
+    """Top of the weights' colour scale: a high quantile of the visible weights, not the maximum.
+
+    Query 0 sees only itself (weight 1) and early queries few tokens, so with a long text the
+    maximum would leave every later row one dark colour.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    visible = w[~causal_mask(w.shape[-1])]
+    top, cap = float(visible.max()), float(np.quantile(visible, quantile))
+    return top if cap > top / 2 else max(cap, 1e-6)  # cap only when the maximum would wash colours out
+
+
+def weights_figure(weights, labels, layer: int, head: int, max_cells: int = MAX_CELLS) -> go.Figure:
+    """attn_weights: each row a softmax, summing to 1, zero above the diagonal."""
+    T = weights.shape[-1]
+    fig = heatmap(
+        weights, f"4. Weights = softmax per row, {_where(layer, head)}, ({T}, {T})",
+        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
+        y_labels=labels, colorscale=SEQUENTIAL, zmid=None, hover=_pair_hover("weight ="),
+        max_cells=max_cells, colorbar_title="weight",
+    )
+    cap = colour_cap(weights)
+    fig.update_traces(zmin=0, zmax=cap)
+    if cap < float(np.max(weights)):
+        fig.update_layout(title={"text": fig.layout.title.text + f" (showing colours up to {cap:.3g}, the "
+                                 f"{WEIGHT_QUANTILE:.0%} quantile; hover shows every value)"})
+    return _note_below(fig)
+
+
+def uniformity_figure(weights, labels, layer: int, head: int) -> go.Figure:
+    """Per query: the largest and smallest weight on a visible token beside uniform 1/(i+1)."""
+    w = np.asarray(weights, dtype=np.float32)
+    T = w.shape[-1]
+    visible = ~causal_mask(T)
+    largest = np.where(visible, w, -np.inf).max(axis=-1)
+    smallest = np.where(visible, w, np.inf).min(axis=-1)
+    few = T <= AXIS_LABEL_LIMIT * 4
+    x = list(labels) if few else np.arange(T)  # a long text: positions, not 3 copies of every label
+    fig = go.Figure()
+    for y, name, dash in ((largest, "largest weight", "solid"), (smallest, "smallest weight", "solid"),
+                          (uniform_weights(T), "uniform: 1 / (i + 1)", "dash")):
+        fig.add_trace(go.Scatter(
+            x=x, y=y.astype(np.float32), name=name, mode="lines+markers" if few else "lines",
+            line={"dash": dash}, hovertemplate="query %{x}<br>" + name + " %{y:.4f}<extra></extra>",
+        ))
+    fig.update_xaxes(title="query: the token looking" + ("" if few else " (position)"),
+                     type="category" if few else "linear")
+    fig.update_yaxes(title="attention weight (log scale)", type="log")
+    fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return style(fig, f"How far from uniform ({_where(layer, head)}): each row's weights on visible tokens", 340)
+
+
+def heads_grid_figure(weights, labels, layer: int, max_queries: int = GRID_QUERIES,
+                      max_cells: int = GRID_CELLS) -> go.Figure:
+    """Every head's weights side by side, one colour scale (0 to the largest weight).
+
+    weights: (n_heads, T, T). The last query rows (at most `max_queries`, fewer when many
+    heads share the budget) are shown whole, and the key columns are thinned so that all
+    heads together stay under `max_cells` cells.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    H, T, _ = w.shape
+    per_head = max(1, max_cells // H)
+    n_queries = min(T, max_queries, math.isqrt(per_head))  # thin_matrix keeps this many rows whole
+    rows_kept = np.arange(T - n_queries, T)
+    cols = min(H, GRID_COLS)
+    n_rows = math.ceil(H / cols)
+    y_labels = [labels[i] for i in rows_kept]
+    few = n_queries <= AXIS_LABEL_LIMIT and T <= AXIS_LABEL_LIMIT  # room for token names on the axes
+    height = n_rows * 200 + (150 if few else 90)  # room below for the bottom row's token names
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[f"head {h}" for h in range(H)],
+                        horizontal_spacing=0.03, vertical_spacing=45 / height)
+    traces, shown_cols = [], T
+    for h in range(H):
+        z, _, col_idx = thin_matrix(w[h, rows_kept], per_head)
+        shown_cols = len(col_idx)
+        traces.append(go.Heatmap(
+            z=z, x=[labels[i] for i in col_idx], y=y_labels, coloraxis="coloraxis",
+            hovertemplate=f"head {h}<br>" + _pair_hover("weight =") + "<extra></extra>",
+        ))
+    fig.add_traces(traces, rows=[h // cols + 1 for h in range(H)], cols=[h % cols + 1 for h in range(H)])
+    fig.update_yaxes(autorange="reversed", type="category", showticklabels=False)
+    fig.update_xaxes(type="category", showticklabels=False)
+    if few:  # token names on the outer axes only
+        for r in range(1, n_rows + 1):
+            fig.update_yaxes(showticklabels=True, row=r, col=1)
+        for c in range(1, cols + 1):
+            fig.update_xaxes(showticklabels=True, tickangle=-45, row=n_rows, col=c)
+    fig.update_layout(coloraxis={"colorscale": SEQUENTIAL, "cmin": 0, "colorbar": {"title": {"text": "weight"}}})
+    notes = [f"the last {n_queries} of {T} queries"] if n_queries < T else []
+    notes += [f"{shown_cols} of {T} keys, evenly spaced"] if shown_cols < T else []
+    style(fig, f"All {H} heads of layer {layer}: attention weights (query rows x key columns)", height)
+    if notes:
+        fig.update_layout(title={"subtitle": {"text": "(showing " + "; ".join(notes) + ")"}}, margin={"t": 80})
+    return fig
+
+
+def context_figure(context, labels, layer: int, head: int, max_cells: int = MAX_CELLS) -> go.Figure:
+    """One head's context vectors: its weights @ values, (T, head_dim)."""
+    T, d = context.shape
+    return heatmap(
+        context, f"Context vectors of {_where(layer, head)}: attn_weights @ values, ({T}, {d})",
+        x_title=f"dimension within the head (0 .. {d - 1})", y_title="query: the token looking",
+        y_labels=labels, hover="%{y}<br>dim %{x}<br>context %{z:.4f}", max_cells=max_cells,
+        colorbar_title="context",
+    )
