@@ -121,9 +121,14 @@ class TokenGroup:
 
 def token_groups(text: str) -> list[TokenGroup]:
     """Each token's id, bytes and character span, grouped into whole characters."""
+    return groups_from_ids(encode(text))
+
+
+def groups_from_ids(token_ids) -> list[TokenGroup]:
+    """Group token ids (typed or generated) into whole characters; spans index their decoded text."""
     enc = get_tokenizer()
     groups, ids, pieces, buffer, pos = [], [], [], b"", 0
-    for token in encode(text):
+    for token in map(int, token_ids):
         piece = enc.decode_single_token_bytes(token)
         ids.append(token)
         pieces.append(piece)

@@ -10,6 +10,7 @@ bounded caches. Pages never compute with torch themselves.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 import tempfile
@@ -60,6 +61,7 @@ PAGES = (
     ("pages/3_Model.py", "Model", ":material/account_tree:"),
     ("pages/4_Attention.py", "Attention", ":material/visibility:"),
     ("pages/5_Predictions.py", "Predictions", ":material/insights:"),
+    ("pages/6_Generate.py", "Generate", ":material/edit_note:"),
 )
 PART_LABELS = {"attention": "multi-head attention", "feed_forward": "feed-forward", "layer_norm": "layer norms"}
 INT_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
@@ -102,6 +104,20 @@ def _cached_trace(spec: ModelSpec, token_ids: tuple, dropout: bool, keep: tuple 
     built = get_model(spec)
     generator = built.dropout_generator() if dropout else None
     return trace(built.model, token_ids, keep=keep, dropout_generator=generator)
+
+
+@st.cache_resource(max_entries=256, ttl=3600, show_spinner=False)
+def next_logits(spec: ModelSpec, ids: tuple):
+    """The logits after a prefix (last position only, float32, read-only), cropped to the context.
+
+    One entry per prefix, so the Generate page's sliders re-run only the sampling pipeline:
+    about 200 kB each for GPT-2's vocabulary, so at most ~50 MB however it is used.
+    """
+    built = get_model(spec)
+    window = ids[-built.cfg["context_length"]:]  # what generate_text_simple feeds the model
+    logits = trace(built.model, window, keep=("logits",))["logits"][0, -1].copy()
+    logits.setflags(write=False)
+    return logits
 
 
 def get_trace(inputs: Inputs, keep=None) -> Trace:
@@ -399,3 +415,35 @@ def plot(fig, key: str | None = None) -> None:
 def page_link(page: str, label: str, icon: str | None = None) -> None:
     """A link to another page that keeps the current view (text, model, config) in its URL."""
     st.page_link(page, label=label, icon=icon, query_params=st.query_params.to_dict())
+
+
+def snap_url_value(key: str, low, high, default, why: str | None = None) -> None:
+    """Bring a link's out-of-range number to the nearest end of [low, high], with a note.
+
+    Streamlit silently resets such a value to the widget's default; a link asking for k=99
+    means "as many as you can". A value that is not a number keeps the default, with a note.
+    Call before the widget is created (its value then comes from session state).
+    """
+    raw = st.query_params.get(key)
+    if raw is None or key in st.session_state:
+        return
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
+        st.warning(f"`{key}={raw}` in the link is not a number: showing {key} = {default}.", icon=":material/link:")
+        return
+    if low <= value <= high:
+        return
+    snapped = low if value < low else high
+    note = why or f"`{key}={raw}` in the link is outside {low} to {high}"
+    st.warning(f"{note}: showing {key} = {snapped}.", icon=":material/link:")
+    st.session_state[key] = type(default)(snapped)
+
+
+def clamped_widget(widget, label: str, key: str, min_value, max_value, value, **kwargs):
+    """A numeric widget (st.slider, st.number_input, or a column's) bound to the URL, whose
+    link value is snapped into range first."""
+    snap_url_value(key, min_value, max_value, value)
+    return widget(label, min_value=min_value, max_value=max_value, value=value, key=key, bind="query-params", **kwargs)

@@ -1,7 +1,6 @@
 """Predictions: out_head's logits, softmax with a temperature, the top-k candidates at each
 position, and the greedy next token the course's generation loop would append."""
 
-import math
 
 import numpy as np
 import streamlit as st
@@ -35,36 +34,13 @@ ui.require_model(inputs)
 ui.require_tokens(inputs)
 
 
-def snap_url_value(key: str, low, high, default) -> None:
-    """Bring a link's out-of-range value to the nearest end of [low, high].
-
-    Streamlit resets such a value to the widget's default; a link asking for k=99 means
-    "as many as you can", so it gets k=50, with a note. Runs before the widget exists.
-    """
-    raw = st.query_params.get(key)
-    if raw is None or key in st.session_state:
-        return
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value):
-        st.warning(f"`{key}={raw}` in the link is not a number: showing {key} = {default}.", icon=":material/link:")
-        return
-    if low <= value <= high:
-        return
-    snapped = low if value < low else high
-    if key == "temperature" and value == 0:
-        note = "τ = 0 is greedy decoding (always the argmax, probabilities 1 and 0), which the slider only approaches"
-    else:
-        note = f"`{key}={raw}` in the link is outside {low} to {high}"
-    st.warning(f"{note}: showing {key} = {snapped}.", icon=":material/link:")
-    st.session_state[key] = snapped
+GREEDY_NOTE = "τ = 0 is greedy decoding (always the argmax, probabilities 1 and 0), which the slider only approaches"
 
 
 def controls():
-    snap_url_value("k", K_MIN, K_MAX, K_DEFAULT)
-    snap_url_value("temperature", T_MIN, T_MAX, T_DEFAULT)
+    ui.snap_url_value("k", K_MIN, K_MAX, K_DEFAULT)
+    greedy_link = st.query_params.get("temperature", "").strip() in ("0", "0.0", "0.00")
+    ui.snap_url_value("temperature", T_MIN, T_MAX, T_DEFAULT, why=GREEDY_NOTE if greedy_link else None)
     left, middle, right = st.columns([2, 2, 1.3], gap="large")
     k = left.slider(
         "k: candidates shown per position", K_MIN, K_MAX, K_DEFAULT, key="k", bind="query-params",
@@ -128,7 +104,7 @@ st.subheader(f"Top-{k} next tokens at each position")
 if T <= SMALL_MULTIPLES:
     positions = np.arange(T)
 else:
-    snap_url_value("position", 0, T - 1, T - 1)
+    ui.snap_url_value("position", 0, T - 1, T - 1)
     position = st.slider(
         "Position t (its logits predict token t+1)", 0, T - 1, T - 1, key="position", bind="query-params",
         help="The last position is what generation uses; the others score tokens the text already has.",

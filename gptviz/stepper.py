@@ -1,0 +1,100 @@
+"""Generation one step at a time, with every stage of every choice kept for display.
+
+The Generate page shows, for each new token, the last position's logits going through
+temperature, top-k, top-p, softmax and the draw, and lets a learner overrule a step's
+choice and continue from there. The model only supplies logits: `walk` takes a function
+from a prefix of token ids to that prefix's next-token logits, so the app can cache those
+per prefix and moving a slider re-runs the cheap pipeline, not the model.
+
+Draws come from one `torch.Generator` seeded with `seed`, one draw per step, in order, as in
+`generation.generate`: with no overrides the text equals `generate(...,
+generator=torch.Generator().manual_seed(seed))` (greedy: `generate_text_simple`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .generation import next_token_distribution, pick_next_token
+
+N_CANDIDATES = 12  # candidates kept per step for display
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    prefix_len: int  # tokens the model saw for this step
+    candidates: dict  # arrays over the N_CANDIDATES most likely tokens (by raw logit)
+    drawn: int  # what the sampler picked
+    chosen: int  # what the text continues with (drawn, unless the learner overruled it)
+    chosen_prob: float  # probability of `chosen` in the final distribution
+    chosen_rank: int  # 1 = most likely by logit
+    kept: int  # tokens left after top-k and top-p
+
+    @property
+    def overruled(self) -> bool:
+        return self.chosen != self.drawn
+
+
+def _candidates(dist: dict, extra: int, n: int) -> dict:
+    logits = dist["logits"]
+    order = np.argsort(-logits, kind="stable")[:n]
+    if extra not in order:
+        order = np.append(order, extra)
+    return {
+        "ids": order,
+        "logits": logits[order],
+        "scaled_logits": dist["scaled_logits"][order],
+        "after_top_k": dist["top_k_mask"][order],
+        "after_top_p": dist["top_p_mask"][order],
+        "probs": dist["probs"][order],
+    }
+
+
+def walk(next_logits, prompt, steps: int, temperature=0.0, top_k=None, top_p=None, seed=123,
+         picks: dict | None = None, eos_id: int | None = None, n_candidates: int = N_CANDIDATES) -> list[Step]:
+    """Generate `steps` tokens after `prompt`; `picks` maps step index -> token id to use instead.
+
+    `next_logits(tuple_of_ids)` returns a (vocab_size,) float array: the logits at the last
+    position for that prefix (the app crops it to the context length and caches it).
+    """
+    picks = picks or {}
+    generator = torch.Generator().manual_seed(seed)
+    ids = list(prompt)
+    out = []
+    for s in range(steps):
+        logits = np.array(next_logits(tuple(ids)), dtype=np.float32)  # a writable copy: torch needs one
+        dist = next_token_distribution(logits, temperature, top_k, top_p)
+        drawn = int(pick_next_token(dist, generator if not dist["greedy"] else None).reshape(-1)[0])
+        chosen = int(picks.get(s, drawn))
+        if not 0 <= chosen < len(logits):
+            chosen = drawn  # a stale or tampered pick: ignore it
+        rank = int((logits > logits[chosen]).sum()) + 1
+        out.append(Step(
+            index=s, prefix_len=len(ids), candidates=_candidates(dist, chosen, n_candidates), drawn=drawn,
+            chosen=chosen, chosen_prob=float(dist["probs"][chosen]), chosen_rank=rank,
+            kept=int(np.count_nonzero(dist["top_p_mask"])),
+        ))
+        ids.append(chosen)
+        if eos_id is not None and chosen == eos_id:
+            break
+    return out
+
+
+def parse_picks(raw: str | None, max_step: int, vocab_size: int) -> dict:
+    """Overrules from a URL, "3:1234,5:99" -> {3: 1234, 5: 99}; anything malformed is dropped."""
+    picks = {}
+    for part in (raw or "").split(","):
+        step, _, token = part.partition(":")
+        if step.strip().isdigit() and token.strip().isdigit():
+            s, t = int(step), int(token)
+            if s < max_step and t < vocab_size:
+                picks[s] = t
+    return picks
+
+
+def format_picks(picks: dict) -> str:
+    return ",".join(f"{s}:{t}" for s, t in sorted(picks.items()))

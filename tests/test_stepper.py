@@ -1,0 +1,84 @@
+"""The Generate page's step-by-step walk equals the course's generation, and overrules work."""
+
+import numpy as np
+import pytest
+import torch
+
+from gptviz import GPT_CONFIG_124M, PRESETS, ModelSpec, build_model, config_key, encode, trace
+from gptviz.generation import generate, generate_text_simple
+from gptviz.stepper import format_picks, parse_picks, walk
+
+TINY = PRESETS["tiny (teaching)"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt():
+    return build_model(ModelSpec(kind="GPTModel", config=config_key(TINY), seed=7)).model
+
+
+def last_logits(model):
+    return lambda ids: trace(model, ids[-TINY["context_length"]:], keep=("logits",))["logits"][0, -1]
+
+
+def test_greedy_walk_equals_generate_text_simple(tiny_gpt):
+    prompt = encode("Every effort moves you")
+    steps = walk(last_logits(tiny_gpt), prompt, 12)
+    expected = generate_text_simple(tiny_gpt, torch.tensor([prompt]), 12, TINY["context_length"])[0, len(prompt):]
+    assert [s.chosen for s in steps] == expected.tolist()
+    assert all(s.chosen_rank == 1 and s.chosen_prob == 1.0 for s in steps)
+
+
+def test_greedy_walk_crops_to_the_context_like_the_course(tiny_gpt):
+    prompt = encode("word " * 60)[:60]  # context is 64: the window slides after 4 steps
+    steps = walk(last_logits(tiny_gpt), prompt, 8)
+    expected = generate_text_simple(tiny_gpt, torch.tensor([prompt]), 8, TINY["context_length"])[0, 60:]
+    assert [s.chosen for s in steps] == expected.tolist()
+
+
+def test_sampled_walk_equals_generate_with_the_same_seed(tiny_gpt):
+    prompt = encode("The cat sat")
+    steps = walk(last_logits(tiny_gpt), prompt, 10, temperature=1.3, top_k=50, top_p=0.95, seed=42)
+    expected = generate(
+        tiny_gpt, torch.tensor([prompt]), 10, TINY["context_length"], temperature=1.3, top_k=50, top_p=0.95,
+        generator=torch.Generator().manual_seed(42),
+    )[0, len(prompt):]
+    assert [s.chosen for s in steps] == expected.tolist()
+    assert any(s.chosen_rank > 1 for s in steps), "sampling at T=1.3 should not always take the argmax"
+    for s in steps:
+        kept = s.candidates["after_top_p"]
+        assert np.all(s.candidates["probs"][~kept] == 0)
+        assert s.kept <= 50
+
+
+def test_an_overrule_changes_that_step_and_what_follows(tiny_gpt):
+    prompt = encode("Hello")
+    free = walk(last_logits(tiny_gpt), prompt, 6)
+    forced = walk(last_logits(tiny_gpt), prompt, 6, picks={2: 50256 - 1})
+    assert [s.chosen for s in forced[:2]] == [s.chosen for s in free[:2]]
+    assert forced[2].chosen == 50255 and forced[2].overruled and forced[2].drawn == free[2].drawn
+    assert forced[3].prefix_len == len(prompt) + 3
+
+
+def test_the_end_of_text_token_stops_the_walk(tiny_gpt):
+    steps = walk(last_logits(tiny_gpt), encode("Hi"), 10, picks={1: 50256}, eos_id=50256)
+    assert len(steps) == 2 and steps[-1].chosen == 50256
+
+
+def test_picks_from_a_link_are_parsed_and_malformed_ones_dropped():
+    assert parse_picks("3:1234,5:99", 10, 50257) == {3: 1234, 5: 99}
+    assert parse_picks("x:y,3:,:4,2:-1,11:5,1:99999999,,", 10, 50257) == {}
+    assert parse_picks(None, 10, 50257) == {}
+    assert format_picks({5: 99, 3: 1234}) == "3:1234,5:99"
+
+
+def test_seed_model_greedy_text_matches_the_course():
+    """The 124M skeleton in eval mode, as generate_text_simple runs it after model.eval()."""
+    built = build_model(ModelSpec(config=config_key(GPT_CONFIG_124M)))
+    prompt = encode("Every effort moves you")
+    steps = walk(lambda ids: trace(built.model, ids, keep=("logits",))["logits"][0, -1], prompt, 4)
+    torch.manual_seed(123)
+    from gptviz import DummyGPTModel
+
+    model = DummyGPTModel(GPT_CONFIG_124M).eval()
+    expected = generate_text_simple(model, torch.tensor([prompt]), 4, 1024)[0, len(prompt):]
+    assert [s.chosen for s in steps] == expected.tolist()
