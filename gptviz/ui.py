@@ -143,15 +143,15 @@ def _config_fields(preset_cfg: dict) -> dict:
     with st.sidebar.expander("Edit the config", expanded=False):
         st.caption("Empty fields keep the preset's value.")
         for key in INT_FIELDS:
-            value = st.number_input(
-                key, min_value=1, max_value=10**7, value=None, step=1, placeholder=str(preset_cfg[key]),
-                key=f"cfg_{key}", bind="query-params",
+            value = whole_number_input(
+                st.number_input, key, key=f"cfg_{key}", min_value=1, max_value=10**7, value=None,
+                placeholder=str(preset_cfg[key]),
             )
             if value is not None:
                 overrides[key] = int(value)
-        rate = st.number_input(
-            "drop_rate", min_value=0.0, max_value=1.0, value=None, step=0.05, format="%.2f",
-            placeholder=str(preset_cfg["drop_rate"]), key="cfg_drop_rate", bind="query-params",
+        rate = clamped_widget(
+            st.number_input, "drop_rate", key="cfg_drop_rate", min_value=0.0, max_value=1.0, value=None,
+            step=0.05, format="%.2f", placeholder=str(preset_cfg["drop_rate"]),
         )
         if rate is not None:
             overrides["drop_rate"] = float(rate)
@@ -262,9 +262,8 @@ def _sidebar():
         preset = sb.selectbox("Config preset", list(PRESETS), key="preset", bind="query-params")
         preset = preset if preset in PRESETS else DEFAULT_PRESET
         cfg = {**PRESETS[preset], **_config_fields(PRESETS[preset])}
-    seed = sb.number_input(
-        "Seed (torch.manual_seed)", min_value=0, max_value=2**31 - 1, value=DEFAULT_SEED, step=1,
-        key="seed", bind="query-params",
+    seed = whole_number_input(
+        sb.number_input, "Seed (torch.manual_seed)", key="seed", min_value=0, max_value=2**31 - 1, value=DEFAULT_SEED,
     )
     dropout = sb.toggle(
         "Dropout active", value=True, key="dropout", bind="query-params",
@@ -420,9 +419,10 @@ def page_link(page: str, label: str, icon: str | None = None) -> None:
 def snap_url_value(key: str, low, high, default, why: str | None = None) -> None:
     """Bring a link's out-of-range number to the nearest end of [low, high], with a note.
 
-    Streamlit silently resets such a value to the widget's default; a link asking for k=99
-    means "as many as you can". A value that is not a number keeps the default, with a note.
-    Call before the widget is created (its value then comes from session state).
+    Streamlit silently resets such a value to the widget's default (and an integer widget
+    given `inf` raises); a link asking for k=99 means "as many as you can". A value that is
+    not a number keeps the default, with a note. Call before the widget is created (its
+    value then comes from session state). `default` None means "empty" (an override field).
     """
     raw = st.query_params.get(key)
     if raw is None or key in st.session_state:
@@ -431,15 +431,21 @@ def snap_url_value(key: str, low, high, default, why: str | None = None) -> None
         value = float(raw)
     except ValueError:
         value = math.nan
+    shown = "the preset's value" if default is None else _plain(default)
     if math.isnan(value):
-        st.warning(f"`{key}={raw}` in the link is not a number: showing {key} = {default}.", icon=":material/link:")
+        st.warning(f"`{key}={raw}` in the link is not a number: using {shown}.", icon=":material/link:")
         return
     if low <= value <= high:
         return
     snapped = low if value < low else high
-    note = why or f"`{key}={raw}` in the link is outside {low} to {high}"
-    st.warning(f"{note}: showing {key} = {snapped}.", icon=":material/link:")
-    st.session_state[key] = type(default)(snapped)
+    note = why or f"`{key}={raw}` in the link is outside {_plain(low)} to {_plain(high)}"
+    st.warning(f"{note}: showing {key} = {_plain(snapped)}.", icon=":material/link:")
+    st.session_state[key] = type(low)(snapped)
+
+
+def _plain(number) -> str:
+    """2147483647.0 -> "2147483647", 0.05 -> "0.05": numbers as a person writes them."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def clamped_widget(widget, label: str, key: str, min_value, max_value, value, **kwargs):
@@ -447,3 +453,17 @@ def clamped_widget(widget, label: str, key: str, min_value, max_value, value, **
     link value is snapped into range first."""
     snap_url_value(key, min_value, max_value, value)
     return widget(label, min_value=min_value, max_value=max_value, value=value, key=key, bind="query-params", **kwargs)
+
+
+def whole_number_input(widget, label: str, key: str, min_value: int, max_value: int, value, **kwargs):
+    """An integer number input bound to the URL that survives any link.
+
+    Streamlit's integer number_input raises on `inf` or `1e400` in the URL before any range
+    check; its float one falls back to the default. So the widget is a float shown as a
+    whole number, and the value comes back as an int (or None when left empty).
+    """
+    result = clamped_widget(
+        widget, label, key=key, min_value=float(min_value), max_value=float(max_value),
+        value=None if value is None else float(value), step=1.0, format="%d", **kwargs,
+    )
+    return None if result is None else int(round(result))
