@@ -26,6 +26,10 @@ PARTS = ("attention", "feed_forward", "layer_norm")
 ALL_PARTS = frozenset(PARTS)
 
 
+class StopForward(Exception):
+    """Raised by a Recorder once it holds everything asked for: the rest is not computed."""
+
+
 class Recorder:
     """Collects named intermediates during one forward pass.
 
@@ -35,9 +39,10 @@ class Recorder:
     mode the model is in.
     """
 
-    def __init__(self, keep=None, generator: torch.Generator | None = None):
+    def __init__(self, keep=None, generator: torch.Generator | None = None, stop_after: str | None = None):
         self.keep = keep or (lambda name: True)
         self.generator = generator
+        self.stop_after = stop_after  # the last name wanted: the forward pass ends there
         self.values: dict[str, torch.Tensor] = {}
         self._prefix: list[str] = []
 
@@ -53,6 +58,9 @@ class Recorder:
         full = ".".join([*self._prefix, name])
         if self.keep(full):
             self.values[full] = tensor.detach()
+        if full == self.stop_after:
+            raise StopForward
+
 
     def dropout(self, module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
         if self.generator is None or module.p == 0:

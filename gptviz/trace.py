@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .models import Recorder
+from .models import FeedForward, MultiHeadAttention, Recorder, StopForward, TransformerBlock
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,24 @@ def _keep_matching(patterns):
     return lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def forward_names(model) -> list[str]:
+    """Every name a trace of `model` records, in the order the forward pass records them."""
+    names = ["tok_emb", "pos_emb", "embeddings", "drop_emb"]
+    for i, block in enumerate(model.trf_blocks):
+        block_names = ["input"]
+        if isinstance(block, TransformerBlock):
+            block_names.append("norm1")
+            if isinstance(block.att, MultiHeadAttention):
+                block_names += ["att.scores", "att.weights", "att.context"]
+            block_names += ["att.out", "resid_mid", "norm2"]
+            if isinstance(block.ff, FeedForward):
+                block_names.append("ff.hidden")
+            block_names.append("ff.out")
+        block_names.append("output")
+        names += [f"trf_blocks.{i}.{n}" for n in block_names]
+    return names + ["final_norm", "logits"]
+
+
 def trace(model, token_ids, keep=None, dropout_generator: torch.Generator | None = None) -> Trace:
     """One forward pass of `model` on `token_ids` ((T,) or (B, T)), every intermediate kept.
 
@@ -65,9 +83,16 @@ def trace(model, token_ids, keep=None, dropout_generator: torch.Generator | None
         raise ValueError(f"{ids.shape[1]} tokens is more than the model's context_length of {context_length}")
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise ValueError(f"token ids must be in [0, {vocab_size}), got {int(ids.min())}..{int(ids.max())}")
-    recorder = Recorder(keep=_keep_matching(keep), generator=dropout_generator)
+    keep_fn = _keep_matching(keep)
+    # Stop after the last name asked for: a page showing embeddings or one early layer does
+    # not pay for the later blocks and the (B, T, vocab_size) logits.
+    wanted = [name for name in forward_names(model) if keep_fn is None or keep_fn(name)]
+    recorder = Recorder(keep=keep_fn, generator=dropout_generator, stop_after=wanted[-1] if wanted else "tok_emb")
     with torch.inference_mode():
-        model(ids, recorder=recorder)
+        try:
+            model(ids, recorder=recorder)
+        except StopForward:
+            pass
     values = {}
     for name, tensor in recorder.values.items():
         array = tensor.to(torch.float32).numpy()

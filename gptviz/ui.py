@@ -30,6 +30,7 @@ from .config import (
     config_key,
     validate_config,
 )
+from .lru import ByteLRU
 from .models import ALL_PARTS, PARTS
 from .trace import Trace, trace
 
@@ -99,11 +100,20 @@ def get_model(spec: ModelSpec) -> BuiltModel:
     return build_model(spec)
 
 
-@st.cache_resource(max_entries=32, ttl=3600, show_spinner=False)
+# Shared by every session (a module outlives reruns). Set GPTVIZ_TRACE_CACHE_MB to change it.
+TRACES = ByteLRU(
+    max_bytes=int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "256")) * 2**20),
+    size_of=lambda t: sum(a.nbytes for a in t.values.values()),
+)
+
+
 def _cached_trace(spec: ModelSpec, token_ids: tuple, dropout: bool, keep: tuple | None) -> Trace:
-    built = get_model(spec)
-    generator = built.dropout_generator() if dropout else None
-    return trace(built.model, token_ids, keep=keep, dropout_generator=generator)
+    def compute():
+        built = get_model(spec)
+        generator = built.dropout_generator() if dropout else None
+        return trace(built.model, token_ids, keep=keep, dropout_generator=generator)
+
+    return TRACES.get((spec, token_ids, dropout, keep), compute)
 
 
 @st.cache_resource(max_entries=256, ttl=3600, show_spinner=False)

@@ -395,3 +395,24 @@ def test_tiny_preset_traces_any_text():
     assert max(ids) == 50256
     tr = trace(built.model, ids, keep=("logits",))
     assert tr["logits"].shape == (1, len(ids), 50257)
+
+
+def test_forward_names_list_what_a_full_trace_records_in_order(tiny_skeleton, tiny_gpt):
+    """trace stops after the last name asked for; that needs the exact recording order."""
+    from gptviz.models import GPTModel
+    from gptviz.trace import forward_names
+
+    models = [tiny_skeleton.model, tiny_gpt.model]
+    models += [GPTModel(TINY, parts).eval() for parts in [(), ("attention",), ("feed_forward", "layer_norm")]]
+    for model in models:
+        assert forward_names(model) == trace(model, ids_for()).names()
+
+
+def test_a_trace_of_early_names_stops_early_with_the_same_values(tiny_gpt):
+    full = trace(tiny_gpt.model, ids_for())
+    early = trace(tiny_gpt.model, ids_for(), keep=("embeddings", "trf_blocks.0.att.*"))
+    assert early.names() == ["embeddings", "trf_blocks.0.att.scores", "trf_blocks.0.att.weights",
+                             "trf_blocks.0.att.context", "trf_blocks.0.att.out"]
+    for name in early.names():
+        np.testing.assert_array_equal(early[name], full[name])
+    assert trace(tiny_gpt.model, ids_for(), keep=("no such name",)).names() == []
