@@ -441,9 +441,9 @@ def snap_url_value(key: str, low, high, default, why: str | None = None) -> None
         value = float(raw)
     except ValueError:
         value = math.nan
-    shown = "the preset's value" if default is None else _plain(default)
+    shown = "the preset's value" if default is None else f"{key} = {_plain(default)}"
     if math.isnan(value):
-        st.warning(f"`{key}={raw}` in the link is not a number: using {shown}.", icon=":material/link:")
+        st.warning(f"`{key}={raw}` in the link is not a number: showing {shown}.", icon=":material/link:")
         return
     if low <= value <= high:
         return

@@ -83,7 +83,7 @@ def test_second_batch_row_and_a_bad_row_in_the_link(seed_logits):
         ({"k": "50", "temperature": "5"}, 50, 5.0, []),
         ({"k": "99", "temperature": "0"}, 50, 0.05, ["`k=99` in the link is outside 1 to 50: showing k = 50.",
                                                      "τ = 0 is greedy decoding"]),
-        ({"k": "-4", "temperature": "80"}, 1, 5.0, ["showing k = 1.", "showing temperature = 5.0."]),
+        ({"k": "-4", "temperature": "80"}, 1, 5.0, ["showing k = 1.", "showing temperature = 5."]),
         ({"k": "abc", "temperature": "nan"}, 5, 1.0, ["`k=abc` in the link is not a number: showing k = 5.",
                                                       "`temperature=nan` in the link is not a number"]),
     ],
