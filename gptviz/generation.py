@@ -88,7 +88,8 @@ def next_token_distribution(logits, temperature=0.0, top_k=None, top_p=None) -> 
       masks are all True, scaled_logits and filtered_logits are the logits, and probs is
       1 at the argmax (the first one, on a tie, like torch.argmax) and 0 elsewhere.
 
-    Also returned: greedy (bool), temperature, top_k, top_p, and logits (the input).
+    Also returned: greedy (bool), top_token (the most likely token's id, shape (..., 1): what
+    greedy decoding picks), temperature, top_k, top_p, and logits (the input).
     """
     check_sampling(temperature, top_k, top_p)
     as_numpy = isinstance(logits, np.ndarray)
@@ -101,12 +102,17 @@ def next_token_distribution(logits, temperature=0.0, top_k=None, top_p=None) -> 
     greedy = temperature == 0
 
     if greedy:
-        scaled = logits
-        top_k_mask = top_p_mask = torch.ones_like(logits, dtype=torch.bool)
-        filtered = logits
-        probs = torch.zeros_like(logits).scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
+        scaled = filtered = logits
+        # Nothing is filtered: a read-only all-True view, not a vocab_size-long allocation.
+        top_k_mask = top_p_mask = torch.ones((), dtype=torch.bool, device=logits.device).expand(logits.shape)
+        top_token = logits.argmax(dim=-1, keepdim=True)
+        probs = torch.zeros_like(logits).scatter_(-1, top_token, 1.0)
     else:
         scaled = logits / temperature
+        if bool(torch.isposinf(scaled).any()) and not bool(torch.isposinf(logits).any()):
+            raise ValueError(
+                f"temperature {temperature!r} is too small: logits / temperature overflows; use 0 for greedy"
+            )
         if top_k is None or top_k >= vocab_size:
             top_k_mask = torch.ones_like(scaled, dtype=torch.bool)
         else:
@@ -118,7 +124,8 @@ def next_token_distribution(logits, temperature=0.0, top_k=None, top_p=None) -> 
         else:
             probs_k = torch.softmax(filtered, dim=-1)
             sorted_probs, order = torch.sort(probs_k, dim=-1, descending=True)
-            before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the tokens ranked above
+            cumulative = sorted_probs.cumsum(dim=-1)
+            before = torch.nn.functional.pad(cumulative[..., :-1], (1, 0))  # mass of the tokens ranked above
             keep_sorted = before < top_p  # keep until the kept mass reaches top_p
             keep_sorted[..., 0] = True  # the most likely token always stays
             keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
@@ -128,6 +135,7 @@ def next_token_distribution(logits, temperature=0.0, top_k=None, top_p=None) -> 
 
     out = {
         "greedy": greedy,
+        "top_token": top_token if greedy else scaled.argmax(dim=-1, keepdim=True),
         "temperature": temperature,
         "top_k": top_k,
         "top_p": top_p,
@@ -139,7 +147,7 @@ def next_token_distribution(logits, temperature=0.0, top_k=None, top_p=None) -> 
         "probs": probs,
     }
     if as_numpy:
-        out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+        out = {k: v.contiguous().numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
     return out
 
 
@@ -149,10 +157,11 @@ def pick_next_token(dist: dict, generator: torch.Generator | None = None) -> tor
     Greedy takes the argmax and uses no randomness. Sampling draws one token from `probs`
     with `torch.multinomial`, from `generator` only (required: never the global RNG).
     """
+    if dist["greedy"]:
+        top = dist["top_token"]
+        return torch.from_numpy(top) if isinstance(top, np.ndarray) else top
     probs = dist["probs"]
     probs = torch.from_numpy(probs) if isinstance(probs, np.ndarray) else probs
-    if dist["greedy"]:
-        return probs.argmax(dim=-1, keepdim=True)
     if generator is None:
         raise ValueError("sampling needs a torch.Generator (pass generator=...); the global RNG is never used")
     return torch.multinomial(probs, 1, generator=generator)
