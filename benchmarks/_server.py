@@ -1,0 +1,277 @@
+"""Starting the app and a browser for the benchmarks, and measuring them from outside.
+
+- `Server`: `streamlit run app.py` (through _serve.py, which logs each script run's time)
+  on a port in 8650-8659, in its own process group, always stopped on exit; its RSS read
+  from /proc (VmRSS and VmHWM, children included).
+- `browser()`: Debian's Chromium through Playwright (`executable_path`: Playwright never
+  downloads a browser here).
+- `Tab`: one browser page on the app that records script-state changes and websocket
+  bytes received, and knows when a run is over and its charts are drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from _report import MB, ROOT
+
+sys.path.insert(0, str(ROOT / "tests"))
+import browser as tb  # noqa: E402  the browser tests' helpers: page discovery, Chromium, selectors
+
+PORTS = range(8650, 8660)
+# The tests' flags, plus: background tabs keep rendering (sessions are opened side by side).
+CHROMIUM_ARGS = [*tb.CHROMIUM_ARGS, "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                 "--disable-backgrounding-occluded-windows"]
+VIEWPORT = tb.VIEWPORT
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def page_paths() -> dict:
+    """URL path of each page that exists now, named as Streamlit names it: {"Home": "", "Tokens": "Tokens", ...}."""
+    return {p.name: p.url_path.lstrip("/") for p in tb.discover_pages(ROOT)}
+
+
+def _descendants(pid: int) -> list[int]:
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Server:
+    """The app on a free port, through _serve.py; a context manager that always kills it."""
+
+    def __init__(self, env: dict | None = None, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_dir = tempfile.TemporaryDirectory(prefix="gptviz-bench-")
+        self.run_log = Path(self._log_dir.name) / "runs.jsonl"
+        self.stdout = Path(self._log_dir.name) / "server.log"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.launched_at: float | None = None
+
+    def start(self) -> "Server":
+        env = {**os.environ, **self.extra_env, "GPTVIZ_BENCH_RUNLOG": str(self.run_log),
+               "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+        cmd = [
+            sys.executable, str(ROOT / "benchmarks" / "_serve.py"), "app.py",
+            "--server.headless", "true", "--server.port", str(self.port), "--server.address", "127.0.0.1",
+            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        ]
+        self.launched_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=open(self.stdout, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> float:
+        """Seconds from launch until /_stcore/health answers ok."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.stdout.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.launched_at
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"server not healthy after {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._log_dir.cleanup()
+
+    def memory_mb(self) -> dict:
+        """RSS now and its peak (VmHWM) of the server and its children, in MB."""
+        pids = _descendants(self.proc.pid)
+        rss = sum(_status_kb(p, "VmRSS") for p in pids) / 1024
+        hwm = sum(_status_kb(p, "VmHWM") for p in pids) / 1024
+        return {"rss_mb": rss, "peak_rss_mb": hwm, "processes": len(pids)}
+
+    def runs(self, since: float = 0.0) -> list[dict]:
+        """Script runs logged since the wall-clock time `since`."""
+        if not self.run_log.exists():
+            return []
+        rows = [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]
+        return [r for r in rows if r["t"] >= since]
+
+    def page_url(self, path: str, **params) -> str:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        return f"{self.url}/{path}" + (f"?{query}" if query else "")
+
+
+@contextlib.contextmanager
+def browser(timeout_s: float = 60):
+    """A headless Chromium (Debian's) for the duration of the block."""
+    from playwright.sync_api import sync_playwright
+
+    path = tb.chromium_path()
+    if path is None:
+        raise RuntimeError("Chromium is missing (apt-get install chromium); Playwright must not download one")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True, timeout=timeout_s * 1000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+# Records each change of the app's script state with its time, from before the app loads.
+_STATE_OBSERVER = """
+(() => {
+  window.__states = [];
+  const seen = new WeakMap();
+  const record = (el) => {
+    const s = el.getAttribute('data-test-script-state');
+    if (s && seen.get(el) !== s) { seen.set(el, s); window.__states.push([performance.now(), s]); }
+  };
+  new MutationObserver((ms) => { for (const m of ms) {
+      if (m.type === 'attributes') record(m.target);
+      else for (const n of m.addedNodes) if (n.querySelectorAll) {
+        if (n.matches && n.matches('[data-testid=stApp]')) record(n);
+        n.querySelectorAll('[data-testid=stApp]').forEach(record);
+      } } })
+    .observe(document, {subtree: true, childList: true, attributes: true,
+                        attributeFilter: ['data-test-script-state']});
+})();
+"""
+
+# True once every chart on the page is drawn: plotly SVGs, graphviz SVGs, dataframe canvases,
+# and nothing is marked stale (left over from the previous run).
+_DRAWN = """
+() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (document.querySelector('[data-stale=true]')) return false;
+  const all = (sel, inner) => [...document.querySelectorAll(sel)].every(e => e.querySelector(inner));
+  if (!all('[data-testid=stPlotlyChart]', 'svg.main-svg')) return false;
+  if (!all('[data-testid=stGraphVizChart]', 'svg')) return false;
+  if (!all('[data-testid=stDataFrame]', 'canvas')) return false;
+  return performance.now();
+}
+"""
+
+
+class Tab:
+    """One browser page in its own context (its own Streamlit session): script states,
+    websocket bytes, chart readiness."""
+
+    def __init__(self, b):
+        self.context = b.new_context(viewport=VIEWPORT)
+        self.page = self.context.new_page()
+        self.page.add_init_script(_STATE_OBSERVER)
+        self.frames: list[tuple[float, int]] = []  # (perf_counter, bytes) of each websocket frame received
+        self.page.on("websocket", self._on_websocket)
+
+    def _on_websocket(self, ws) -> None:
+        ws.on("framereceived", lambda payload: self.frames.append((time.perf_counter(), len(payload))))
+
+    def goto(self, url: str, timeout_s: float = 120) -> None:
+        self.page.goto(url, timeout=timeout_s * 1000, wait_until="domcontentloaded")
+
+    def now(self) -> float:
+        return self.page.evaluate("performance.now()")
+
+    def wait_run_done(self, since_ms: float, timeout_s: float = 120) -> dict:
+        """Wait for a run that started after `since_ms` (page clock) to finish and its charts to be drawn.
+
+        Returns page-clock times (ms): when the run started, when the app said notRunning,
+        and when every chart was drawn.
+        """
+        self.page.wait_for_function(
+            """(since) => { const s = window.__states.filter(x => x[0] >= since);
+                 const i = s.findIndex(x => x[1] === 'running');
+                 return i >= 0 && s.slice(i).some(x => x[1] === 'notRunning'); }""",
+            arg=since_ms, timeout=timeout_s * 1000, polling=10,
+        )
+        drawn = self.page.wait_for_function(_DRAWN, timeout=timeout_s * 1000, polling="raf").json_value()
+        states = [s for s in self.page.evaluate("window.__states") if s[0] >= since_ms]
+        started = next(t for t, s in states if s == "running")
+        finished = next(t for t, s in states if s == "notRunning" and t >= started)
+        return {"started_ms": started, "not_running_ms": finished, "drawn_ms": drawn}
+
+    def wait_first_load(self, timeout_s: float = 120) -> dict:
+        return self.wait_run_done(0.0, timeout_s)
+
+    def bytes_since(self, t0: float) -> int:
+        return sum(n for t, n in self.frames if t >= t0)
+
+    def set_text(self, text: str) -> None:
+        """Type a new input text in the sidebar and commit it (Ctrl+Enter), as a user does."""
+        box = self.page.locator(tb.TEXT_AREA)
+        box.fill(text, timeout=120_000)
+        box.press("Control+Enter")
+
+    def screenshot(self, name: str) -> Path:
+        """A PNG in artifacts/bench/, to see what the page showed when a step failed."""
+        path = ROOT / "artifacts" / "bench" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            self.page.screenshot(path=str(path), timeout=20_000)
+        return path
+
+    def exceptions(self) -> int:
+        return self.page.locator("[data-testid=stException]").count()
+
+    def close(self) -> None:
+        self.context.close()
