@@ -37,6 +37,9 @@ from .trace import Trace, trace
 DEFAULT_TEXT = "Every effort moves you"
 DEFAULT_TEXT2 = "Every day holds a"  # the seed's second row: together they form its batch
 DEFAULT_SEED = 123
+# Tokens traced per text, whatever context_length a config or link asks for: the logits
+# alone are tokens x 50257 floats (4 GB for 20,000 tokens). GPTVIZ_MAX_TOKENS changes it.
+MAX_TOKENS = int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024"))
 MAX_TEXT_CHARS = 20_000  # far beyond any context length; keeps a URL from carrying megabytes
 # Models larger than this are refused before anything is allocated (Streamlit Community
 # Cloud gives an app 690 MB to 2.7 GB). Set GPTVIZ_MAX_MODEL_MB to change it.
@@ -292,13 +295,15 @@ def _batch(text: str, text2: str, context_length: int):
     rows = [tokenizer.encode(text)]
     if text2.strip():
         rows.append(tokenizer.encode(text2))
+    limit = min(context_length, MAX_TOKENS)
+    why = (
+        f"the model sees at most context_length = {context_length}" if limit == context_length
+        else f"this server follows at most {limit} tokens per text (GPTVIZ_MAX_TOKENS)"
+    )
     for i, ids in enumerate(rows):
-        if len(ids) > context_length:
-            notes.append(
-                f"Text {i + 1} has {len(ids)} tokens but the model sees at most context_length = "
-                f"{context_length}: only its first {context_length} tokens are used."
-            )
-            rows[i] = ids[:context_length]
+        if len(ids) > limit:
+            notes.append(f"Text {i + 1} has {len(ids)} tokens but {why}: only its first {limit} tokens are used.")
+            rows[i] = ids[:limit]
     if len(rows) == 2 and len(rows[0]) != len(rows[1]):
         notes.append(
             f"The two texts have {len(rows[0])} and {len(rows[1])} tokens. torch.stack needs rows of "
@@ -434,8 +439,14 @@ def snap_url_value(key: str, low, high, default, why: str | None = None) -> None
     not a number keeps the default, with a note. Call before the widget is created (its
     value then comes from session state). `default` None means "empty" (an override field).
     """
+    if key in st.session_state:
+        # A value remembered from before the range shrank (a shorter text, a smaller model).
+        current = st.session_state[key]
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and not low <= current <= high:
+            st.session_state[key] = type(low)(min(max(current, low), high))
+        return
     raw = st.query_params.get(key)
-    if raw is None or key in st.session_state:
+    if raw is None:
         return
     try:
         value = float(raw)
