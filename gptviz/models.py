@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # The three kinds of real component a learner can switch for a placeholder.
 PARTS = ("attention", "feed_forward", "layer_norm")
@@ -241,6 +242,15 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             keys, values = kv_cache.extend(layer, keys, values)
             start = keys.shape[2] - num_tokens
+        if kv_cache is not None and recorder is None and not self.training:
+            # Generation's fast path: the same softmax(Q K^T / sqrt(head_dim)) V as below, in one
+            # fused kernel (nothing is recorded and dropout is off). One new token may look at
+            # every cached one, so it needs no mask.
+            mask_bool = self.mask[start : start + num_tokens, : start + num_tokens]
+            attn_mask = None if num_tokens == 1 else ~mask_bool  # True = may attend
+            context_vec = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
+            context_vec = context_vec.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+            return self.out_proj(context_vec)
 
         attn_scores = queries @ keys.transpose(2, 3)  # (B, n_heads, T_new, T_all)
         _save(recorder, "att.scores", attn_scores)
