@@ -220,11 +220,11 @@ class Tab:
         self.context = b.new_context(viewport=VIEWPORT)
         self.page = self.context.new_page()
         self.page.add_init_script(_STATE_OBSERVER)
-        self.frames: list[tuple[float, int]] = []  # (perf_counter, bytes) of each websocket frame received
+        self.frames: list[tuple[float, float, int]] = []  # (perf_counter, wall clock, bytes) of each frame received
         self.page.on("websocket", self._on_websocket)
 
     def _on_websocket(self, ws) -> None:
-        ws.on("framereceived", lambda payload: self.frames.append((time.perf_counter(), len(payload))))
+        ws.on("framereceived", lambda payload: self.frames.append((time.perf_counter(), time.time(), len(payload))))
 
     def goto(self, url: str, timeout_s: float = 120) -> None:
         self.page.goto(url, timeout=timeout_s * 1000, wait_until="domcontentloaded")
@@ -232,29 +232,43 @@ class Tab:
     def now(self) -> float:
         return self.page.evaluate("performance.now()")
 
-    def wait_run_done(self, since_ms: float, timeout_s: float = 120) -> dict:
+    def wait_run_done(self, since_ms: float, timeout_s: float = 120, server: "Server | None" = None,
+                      since_wall: float | None = None) -> dict:
         """Wait for a run that started after `since_ms` (page clock) to finish and its charts to be drawn.
 
-        Returns page-clock times (ms): when the run started, when the app said notRunning,
-        and when every chart was drawn.
+        A run is seen either by the app painting "running" then "notRunning", or, for a run so
+        short that React never paints "running", by the server's run log (`server`, runs since
+        `since_wall`) plus a websocket frame received after that run ended. Returns page-clock
+        times (ms): run start and notRunning (None when "running" was never painted) and when
+        every chart was drawn.
         """
-        self.page.wait_for_function(
-            """(since) => { const s = window.__states.filter(x => x[0] >= since);
-                 const i = s.findIndex(x => x[1] === 'running');
-                 return i >= 0 && s.slice(i).some(x => x[1] === 'notRunning'); }""",
-            arg=since_ms, timeout=timeout_s * 1000, polling=10,
-        )
+        deadline = time.perf_counter() + timeout_s
+        observed = None
+        while observed is None:
+            states = [x for x in self.page.evaluate("window.__states") if x[0] >= since_ms]
+            start = next((t for t, st in states if st == "running"), None)
+            if start is not None:
+                end = next((t for t, st in states if st == "notRunning" and t >= start), None)
+                if end is not None:
+                    observed = (start, end)
+                    break
+            if server is not None and since_wall is not None:
+                runs = server.runs(since=since_wall)
+                if runs and any(w >= runs[-1]["t"] + runs[-1]["exec_s"] for _, w, _ in self.frames):
+                    observed = (None, None)
+                    break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"no finished run after {timeout_s} s")
+            time.sleep(0.01)
         drawn = self.page.wait_for_function(_DRAWN, timeout=timeout_s * 1000, polling="raf").json_value()
-        states = [s for s in self.page.evaluate("window.__states") if s[0] >= since_ms]
-        started = next(t for t, s in states if s == "running")
-        finished = next(t for t, s in states if s == "notRunning" and t >= started)
-        return {"started_ms": started, "not_running_ms": finished, "drawn_ms": drawn}
+        return {"started_ms": observed[0], "not_running_ms": observed[1], "drawn_ms": drawn}
 
-    def wait_first_load(self, timeout_s: float = 120) -> dict:
-        return self.wait_run_done(0.0, timeout_s)
+    def wait_first_load(self, timeout_s: float = 120, server: "Server | None" = None,
+                        since_wall: float | None = None) -> dict:
+        return self.wait_run_done(0.0, timeout_s, server, since_wall)
 
     def bytes_since(self, t0: float) -> int:
-        return sum(n for t, n in self.frames if t >= t0)
+        return sum(n for t, _, n in self.frames if t >= t0)
 
     def set_text(self, text: str) -> None:
         """Type a new input text in the sidebar and commit it (Ctrl+Enter), as a user does."""

@@ -58,7 +58,7 @@ def open_page(server: Server, tab: Tab, path: str, timeout_s: float = 180, **par
     start = time.perf_counter()
     wall = time.time()
     tab.goto(server.page_url(path, **params), timeout_s)
-    times = tab.wait_first_load(timeout_s)
+    times = tab.wait_first_load(timeout_s, server, wall)
     runs = server.runs(since=wall)
     return {
         "browser_ms": 1000 * (time.perf_counter() - start),
@@ -80,12 +80,12 @@ def retype(server: Server, tab: Tab, text: str, timeout_s: float = 120, settle_s
     wall = time.time()
     start = time.perf_counter()
     tab.set_text(text)
-    times = tab.wait_run_done(mark, timeout_s)
+    times = tab.wait_run_done(mark, timeout_s, server=server, since_wall=wall)
     time.sleep(settle_s)  # late frames of the same rerun (none expected) still count
     runs = server.runs(since=wall)
     return {
         "browser_ms": times["drawn_ms"] - mark,
-        "browser_not_running_ms": times["not_running_ms"] - mark,
+        "browser_not_running_ms": None if times["not_running_ms"] is None else times["not_running_ms"] - mark,
         "server_ms": 1000 * runs[-1]["exec_s"] if runs else None,
         "server_cpu_ms": 1000 * runs[-1].get("process_cpu_s", 0) if runs else None,
         "server_runs": len(runs),
@@ -254,15 +254,46 @@ def cmd_memory(args, pages) -> dict:
                   f"input on every page, {peak:.0f} MB after 300-token inputs; now {steps[-1]['rss_mb']:.0f} MB")
             for s in steps[1:]:
                 print(f"      {s['step']:28s} rss {s['rss_mb']:7.0f} MB   peak {s['peak_rss_mb']:7.0f} MB")
+        switching = model_switch(b, pages)
         sessions = [session_cost(b, name, path, args) for name, path in pages.items() if name in args.session_pages]
     print("Budgets:")
     for m in models:
         checks.append(verdict(f"peak RSS, model={m['model']}, every page, default and 300-token input",
                               m["peak_rss_mb"], budget[m["model"]], "MB"))
+    if switching:
+        checks.append(verdict(f"peak RSS, one server, a class switching {' -> '.join(switching['models'])}",
+                              switching["peak_rss_mb"], BUDGETS["gpt_peak_rss_mb"], "MB"))
     for s in sessions:
         checks.append(verdict(f"RSS per extra session, {s['page']} (model={args.model}, {args.tokens} tokens)",
                               s["per_session_mb"], BUDGETS["session_delta_mb"], "MB"))
-    return {"models": models, "sessions": sessions, "checks": checks}
+    return {"models": models, "model_switch": switching, "sessions": sessions, "checks": checks}
+
+
+SWITCH = [("skeleton", {}), ("gpt", {}), ("mix", {"parts": "attention"})]
+
+
+def model_switch(b, pages) -> dict | None:
+    """One server while the sidebar's Model goes skeleton -> gpt -> mix, as a teacher shows each.
+
+    Each is a separate cached model (gptviz.ui.get_model keeps up to 3), so they add up.
+    """
+    page = "Predictions" if "Predictions" in pages else next((n for n in pages if n != "Home"), None)
+    if page is None:
+        return None
+    steps = []
+    with Server(env=SERVER_ENV) as server:
+        server.wait_healthy(60)
+        tab = Tab(b)
+        try:
+            for model, extra in SWITCH:
+                open_page(server, tab, pages[page], model=model, text=text_of(32, 0), **extra)
+                steps.append({"model": model, **server.memory_mb()})
+        finally:
+            tab.close()
+    peak = max(s["peak_rss_mb"] for s in steps)
+    print(f"  one server, {page}, model switched " + " -> ".join(
+        f"{s['model']} ({s['rss_mb']:.0f} MB)" for s in steps) + f": peak {peak:.0f} MB")
+    return {"page": page, "models": [s["model"] for s in steps], "steps": steps, "peak_rss_mb": peak}
 
 
 def session_cost(b, name, path, args) -> dict:

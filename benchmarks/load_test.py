@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import re
 import signal
@@ -43,7 +44,7 @@ import sys
 import time
 
 from _report import BUDGETS, ROOT, describe_machine, load_average, machine, write_result
-from _server import _DRAWN, _STATE_OBSERVER, CHROMIUM_ARGS, VIEWPORT, Server
+from _server import _DRAWN, _STATE_OBSERVER, CHROMIUM_ARGS, VIEWPORT, Server, _descendants
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import browser as tb  # noqa: E402  selectors and the Chromium path shared with the browser tests
 
 PORTS = range(8670, 8680)
+ALL_CPUS = frozenset(os.sched_getaffinity(0))  # restored after each level, whatever happened
 TINY = "tiny (teaching)"
 DEFAULT_PRESET = "gpt2-small (124M)"
 WORDS = ["Every", "A", "The", "Our", "One", "Some", "This", "Each", "My", "Your", "Their", "No"]
@@ -161,16 +163,37 @@ async def run_session(browser, base_url: str, i: int, plan: dict, args, rng: ran
     return out
 
 
-async def drive(base_url: str, n: int, args, n_specs: int) -> list[dict]:
-    from playwright.async_api import async_playwright
-
+def chromium() -> str:
     path = tb.chromium_path()
     if path is None:
         raise RuntimeError("Chromium is missing (apt-get install chromium); Playwright must not download one")
-    rng = random.Random(args.rng_seed)
-    plans = [session_plan(i, n_specs, args.reruns, rng) for i in range(n)]
+    return path
+
+
+async def warm_up(base_url: str, plans: list[dict], args) -> None:
+    """Open each distinct model once, one after the other, so the sessions meet a warm server."""
+    from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+        browser = await p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            for plan in {(pl["model"], pl["preset"], pl["seed"]): pl for pl in plans}.values():
+                context = await browser.new_context(base_url=base_url, viewport=VIEWPORT)
+                await context.add_init_script(_STATE_OBSERVER)
+                page = await context.new_page()
+                await page.goto(link(plan, "Warming up"), wait_until="domcontentloaded", timeout=args.first_timeout * 1000)
+                await wait_run(page, 0.0, args.first_timeout)
+                await context.close()
+        finally:
+            await browser.close()
+
+
+async def drive(base_url: str, plans: list[dict], args) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    n = len(plans)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
         try:
             gate = asyncio.Event()
             tasks = [asyncio.create_task(run_session(browser, base_url, i, plans[i], args,
@@ -209,6 +232,26 @@ class Expected:
         return str([[int(i)] for i in logits[:, -1, :].argmax(-1)])
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and everything it started."""
+    total = 0
+    for p in _descendants(pid):
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    values = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -222,16 +265,32 @@ def run_level(n: int, args, expected: Expected) -> dict:
     """One server, n sessions at once; returns everything measured."""
     port = free_port()
     env = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None
+    all_cpus = ALL_CPUS
+    if args.split_cores:  # the server inherits core 0; Chromium (started later) gets the others
+        os.sched_setaffinity(0, {min(all_cpus)})
     with Server(env=env, port=port) as server:
+        if args.split_cores:
+            os.sched_setaffinity(0, all_cpus - {min(all_cpus)} or all_cpus)
         server.wait_healthy(90)
+        rng = random.Random(args.rng_seed)
+        plans = [session_plan(i, args.specs, args.reruns, rng) for i in range(n)]
+        warmup_s, start = None, server.memory_mb()
+        if args.warmup:
+            t = time.perf_counter()
+            asyncio.run(asyncio.wait_for(warm_up(server.url, plans, args), timeout=args.max_minutes * 60))
+            warmup_s = time.perf_counter() - t
         before = server.memory_mb()
         load_before = load_average()
         wall0 = time.time()
         t0 = time.perf_counter()
-        sessions = asyncio.run(asyncio.wait_for(drive(server.url, n, args, args.specs), timeout=args.max_minutes * 60))
+        server_cpu0, (busy0, total0) = process_cpu_s(server.proc.pid), machine_cpu_s()
+        sessions = asyncio.run(asyncio.wait_for(drive(server.url, plans, args), timeout=args.max_minutes * 60))
         elapsed = time.perf_counter() - t0
+        server_cpu = process_cpu_s(server.proc.pid) - server_cpu0
+        busy1, total1 = machine_cpu_s()
         after = server.memory_mb()
         runs = server.runs(since=wall0)
+    os.sched_setaffinity(0, all_cpus)
     mismatches, errors, latencies, first_loads = [], [], [], []
     for s in sessions:
         if "error" in s:
@@ -253,6 +312,7 @@ def run_level(n: int, args, expected: Expected) -> dict:
     p95 = percentile(latencies, 0.95)
     return {
         "sessions": n,
+        "warmup_s": warmup_s,
         "elapsed_s": elapsed,
         "load_average_before": load_before,
         "load_average_after": load_average(),
@@ -265,7 +325,13 @@ def run_level(n: int, args, expected: Expected) -> dict:
         "server_exec_ms_p50": percentile(exec_ms, 0.5),
         "server_exec_ms_p95": percentile(exec_ms, 0.95),
         "server_script_runs": len(runs),
-        "rss_before_mb": before,
+        # Where the 2 cores went: the server, and everything else (Chromium's N tabs, other jobs).
+        "server_cpu_s": server_cpu,
+        "server_cores_used": server_cpu / elapsed,
+        "machine_cores_busy": (busy1 - busy0) / elapsed,
+        "machine_cores": (total1 - total0) / elapsed,
+        "rss_start_mb": start,  # the bare server
+        "rss_before_mb": before,  # after the warm-up: every model built
         "rss_after_mb": after,
         "errors": errors,
         "mismatches": mismatches,
@@ -283,10 +349,13 @@ def print_level(r: dict) -> None:
           f"max {fmt(r['rerun_ms_max'], ' ms')} over {r['reruns_measured']} reruns")
     print(f"  server script run: p50 {fmt(r['server_exec_ms_p50'], ' ms')}, p95 {fmt(r['server_exec_ms_p95'], ' ms')} "
           f"over {r['server_script_runs']} runs")
+    print(f"  CPU: the server used {r['server_cpu_s']:.0f} s ({r['server_cores_used']:.2f} cores on average); "
+          f"the machine was busy {r['machine_cores_busy']:.2f} of {r['machine_cores']:.1f} cores (browser, other jobs)")
     print(f"  first load: median {r['first_load_s_p50'] or 0:.1f} s, max {r['first_load_s_max'] or 0:.1f} s")
-    b, a = r["rss_before_mb"], r["rss_after_mb"]
-    print(f"  server RSS: before {b['rss_mb']:.0f} MB (peak {b['peak_rss_mb']:.0f}); after {a['rss_mb']:.0f} MB "
-          f"(peak {a['peak_rss_mb']:.0f})")
+    s0, b, a = r["rss_start_mb"], r["rss_before_mb"], r["rss_after_mb"]
+    print(f"  server RSS: bare {s0['rss_mb']:.0f} MB; models built {b['rss_mb']:.0f} MB (peak {b['peak_rss_mb']:.0f}); "
+          f"after the sessions {a['rss_mb']:.0f} MB (peak {a['peak_rss_mb']:.0f})"
+          + (f"; warm-up {r['warmup_s']:.0f} s" if r.get("warmup_s") else ""))
     print(f"  errors: {len(r['errors'])}" + "".join(f"\n    {e}" for e in r["errors"][:10]))
     print(f"  idx_next mismatches: {len(r['mismatches'])}" + "".join(f"\n    {m}" for m in r["mismatches"][:5]))
     print(f"  [{'PASS' if r['within_budget'] else 'FAIL'}] {r['sessions']} sessions within budget "
@@ -298,13 +367,19 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions", default="10,20", help="concurrent sessions per level, e.g. 10,20")
     parser.add_argument("--reruns", type=int, default=4, help="text changes per session after the first load")
     parser.add_argument("--specs", type=int, default=3, choices=(3, 4), help="distinct models in play (see doc)")
-    parser.add_argument("--think", type=float, nargs=2, default=(0.5, 2.0), help="pause between reruns, s (min max)")
-    parser.add_argument("--stagger", type=float, default=3.0, help="sessions open within this many seconds")
+    parser.add_argument("--think", type=float, nargs=2, default=(2.0, 6.0),
+                        help="pause between reruns, s (min max): a student retyping a sentence")
+    parser.add_argument("--stagger", type=float, default=5.0, help="sessions open within this many seconds")
     parser.add_argument("--first-timeout", type=float, default=240, help="s for a first load (builds the models)")
     parser.add_argument("--rerun-timeout", type=float, default=90, help="s for one rerun")
     parser.add_argument("--max-minutes", type=float, default=12, help="hard bound per level")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="OMP_NUM_THREADS for the server (0: torch's default, one per core)")
+    parser.add_argument("--split-cores", action="store_true",
+                        help="pin the server to one core and Chromium to the rest, so the N browser tabs "
+                             "(which a real class runs on its own machines) do not take the server's CPU")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="start the sessions on a cold server (by default each model is built first)")
     parser.add_argument("--rng-seed", type=int, default=20)
     parser.add_argument("--screenshots", action="store_true", help="a PNG of two sessions' last view")
     parser.add_argument("--out", default="load_test")
@@ -320,6 +395,7 @@ def main(argv=None) -> int:
         try:
             result = run_level(n, args, expected)
         except (asyncio.TimeoutError, TimeoutError):
+            os.sched_setaffinity(0, ALL_CPUS)
             result = {"sessions": n, "within_budget": False, "errors": [f"did not finish in {args.max_minutes} min"]}
             print(f"\n== {n} sessions: did not finish within {args.max_minutes} min")
         else:
@@ -328,7 +404,8 @@ def main(argv=None) -> int:
     held = [r["sessions"] for r in results if r.get("within_budget")]
     summary = (f"one replica held {max(held)} concurrent sessions within budget" if held
                else "no level stayed within budget")
-    print(f"\n{summary} (levels tried: {levels}; specs: {args.specs})")
+    print(f"\n{summary} (levels tried: {levels}; specs: {args.specs}"
+          + ("; server pinned to one core" if args.split_cores else "") + ")")
     write_result(args.out, {"levels": results, "summary": summary, "options": vars(args)})
     return 0 if all(not r.get("errors") and not r.get("mismatches") for r in results) else 1
 
