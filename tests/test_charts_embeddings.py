@@ -72,6 +72,14 @@ def test_vector_lines_three_stacked_traces():
     assert all(len(t.y) == 48 for t in fig.data)
     np.testing.assert_allclose(fig.data[2].y, (tok + pos).astype(np.float32))
     assert "0: Every" in fig.layout.title.text and "embedding dimension" in fig.layout.xaxis3.title.text
+    # stacked top to bottom, titled, one x axis (ticks on the bottom panel) and one y scale
+    assert [(t.xaxis, t.yaxis) for t in fig.data] == [("x", "y"), ("x2", "y2"), ("x3", "y3")]
+    tops = [fig.layout[f"yaxis{s}"].domain[1] for s in ("", "2", "3")]
+    assert tops == sorted(tops, reverse=True) and fig.layout.yaxis3.domain[0] == 0
+    assert [a.text for a in fig.layout.annotations] == ["tok_emb", "pos_emb", "tok_emb + pos_emb"]
+    assert fig.layout.xaxis.matches == fig.layout.xaxis2.matches == "x3"
+    assert fig.layout.xaxis.showticklabels is False and fig.layout.xaxis2.showticklabels is False
+    assert {fig.layout[f"yaxis{s}"].matches for s in ("", "2", "3")} == {"y"}
 
 
 def test_scale_table_shows_n01_statistics():

@@ -4,4 +4,4 @@ No streamlit and no torch here: a builder takes arrays and labels and returns a 
 so each one can be unit tested and reused by any page. One module per stage.
 """
 
-from .common import heatmap, position_labels, style, thin, thin_matrix
+from .common import grid, heatmap, layout, position_labels, thin, thin_matrix

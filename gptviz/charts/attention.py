@@ -13,13 +13,11 @@ against the scores shown:
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from .common import SEQUENTIAL, heatmap, style, thin_matrix
+from .common import SEQUENTIAL, axis_name, grid, heatmap, layout, thin_matrix
 
 # Cells per T x T heatmap: four of them, the grid and the context stay under the 1.5 MB
 # a page may send, even for 1024 tokens (a float32 cell is about 5.3 bytes in base64).
@@ -85,18 +83,6 @@ def max_over_uniform(weights) -> float:
 # --- figures --------------------------------------------------------------------------------
 
 
-def _note_below(fig: go.Figure) -> go.Figure:
-    """Move the notes "(showing 173 of 259 ...)" from the title to subtitle lines: half-width charts."""
-    title = fig.layout.title.text or ""
-    notes = re.findall(r" \(showing [^)]*\)", title)
-    if notes:
-        for note in notes:
-            title = title.replace(note, "")
-        fig.update_layout(title={"text": title, "subtitle": {"text": "<br>".join(n.strip() for n in notes)}},
-                          margin={"t": 70 + 16 * len(notes)}, height=fig.layout.height + 16 * len(notes))
-    return fig
-
-
 def _where(layer: int, head: int) -> str:
     return f"layer {layer}, head {head}"
 
@@ -105,40 +91,43 @@ def _pair_hover(what: str, fmt: str = ":.4f") -> str:
     return "query %{y}<br>key %{x}<br>" + what + " %{z" + fmt + "}"
 
 
+def _pair_heatmap(z, labels, title: str, **options) -> go.Figure:
+    """A (T, T) query x key heatmap, half page wide: notes like "(showing 173 of 259 ...)" go
+    below the title, on subtitle lines."""
+    return heatmap(
+        z, title, x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
+        y_labels=labels, notes_below=True, **options,
+    )
+
+
 def scores_figure(scores, labels, layer: int, head: int, max_cells: int = MAX_CELLS) -> go.Figure:
     """attn_scores = queries @ keys.transpose(2, 3), before the mask and scaling."""
     T = scores.shape[-1]
-    return _note_below(heatmap(
-        scores, f"1. Scores q·k, {_where(layer, head)}, ({T}, {T})",
-        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
-        y_labels=labels, hover=_pair_hover("q·k ="), max_cells=max_cells, colorbar_title="q·k",
-    ))
+    return _pair_heatmap(
+        scores, labels, f"1. Scores q·k, {_where(layer, head)}, ({T}, {T})", hover=_pair_hover("q·k ="),
+        max_cells=max_cells, colorbar_title="q·k",
+    )
 
 
 def mask_figure(labels, max_cells: int = MASK_CELLS) -> go.Figure:
     """mask_bool: the entries masked_fill_ sets to -inf (keys after the query)."""
     T = len(labels)
-    fig = heatmap(
-        causal_mask(T).astype(np.float32), f"2. The causal mask, ({T}, {T}): dark = -inf",
-        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
-        y_labels=labels, colorscale=MASK_COLORS, zmid=None, max_cells=max_cells,
+    return _pair_heatmap(
+        causal_mask(T).astype(np.float32), labels, f"2. The causal mask, ({T}, {T}): dark = -inf",
+        colorscale=MASK_COLORS, zmid=None, max_cells=max_cells,
         hover="query %{y}<br>key %{x}<br>mask_bool %{z} (1 = a later token: -inf)",
+        trace={"zmin": 0, "zmax": 1, "colorbar": {"tickvals": [0.25, 0.75], "ticktext": ["visible", "-inf"]}},
     )
-    fig.update_traces(zmin=0, zmax=1, colorbar={"tickvals": [0.25, 0.75], "ticktext": ["visible", "-inf"]})
-    return _note_below(fig)
 
 
 def scaled_figure(scores, labels, layer: int, head: int, head_dim: int, max_cells: int = MAX_CELLS) -> go.Figure:
     """The masked scores divided by sqrt(head_dim); masked cells are left blank."""
     z = scale_and_mask(scores, head_dim)
     z[np.isinf(z)] = np.nan  # blank cells: -inf cannot be coloured
-    fig = heatmap(
-        z, f"3. Masked and ÷ √{head_dim}, {_where(layer, head)}: blank = -inf",
-        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
-        y_labels=labels, hover=_pair_hover("q·k / √d ="), max_cells=max_cells, colorbar_title="scaled",
+    return _pair_heatmap(
+        z, labels, f"3. Masked and ÷ √{head_dim}, {_where(layer, head)}: blank = -inf",
+        hover=_pair_hover("q·k / √d ="), max_cells=max_cells, colorbar_title="scaled", trace={"hoverongaps": False},
     )
-    fig.update_traces(hoverongaps=False)
-    return _note_below(fig)
 
 
 def colour_cap(weights, quantile: float = WEIGHT_QUANTILE) -> float:
@@ -156,18 +145,15 @@ def colour_cap(weights, quantile: float = WEIGHT_QUANTILE) -> float:
 def weights_figure(weights, labels, layer: int, head: int, max_cells: int = MAX_CELLS) -> go.Figure:
     """attn_weights: each row a softmax, summing to 1, zero above the diagonal."""
     T = weights.shape[-1]
-    fig = heatmap(
-        weights, f"4. Weights = softmax per row, {_where(layer, head)}, ({T}, {T})",
-        x_title="key: the token looked at", y_title="query: the token looking", x_labels=labels,
-        y_labels=labels, colorscale=SEQUENTIAL, zmid=None, hover=_pair_hover("weight ="),
-        max_cells=max_cells, colorbar_title="weight",
-    )
     cap = colour_cap(weights)
-    fig.update_traces(zmin=0, zmax=cap)
-    if cap < float(np.max(weights)):
-        fig.update_layout(title={"text": fig.layout.title.text + f" (showing colours up to {cap:.3g}, the "
-                                 f"{WEIGHT_QUANTILE:.0%} quantile; hover shows every value)"})
-    return _note_below(fig)
+    capped = cap < float(np.max(weights))
+    return _pair_heatmap(
+        weights, labels, f"4. Weights = softmax per row, {_where(layer, head)}, ({T}, {T})",
+        colorscale=SEQUENTIAL, zmid=None, hover=_pair_hover("weight ="), max_cells=max_cells,
+        colorbar_title="weight", trace={"zmin": 0, "zmax": cap},
+        notes=[f" (showing colours up to {cap:.3g}, the {WEIGHT_QUANTILE:.0%} quantile; hover shows every value)"]
+        if capped else [],
+    )
 
 
 def uniformity_figure(weights, labels, layer: int, head: int) -> go.Figure:
@@ -179,18 +165,21 @@ def uniformity_figure(weights, labels, layer: int, head: int) -> go.Figure:
     smallest = np.where(visible, w, np.inf).min(axis=-1)
     few = T <= AXIS_LABEL_LIMIT * 4
     x = list(labels) if few else np.arange(T)  # a long text: positions, not 3 copies of every label
-    fig = go.Figure()
-    for y, name, dash in ((largest, "largest weight", "solid"), (smallest, "smallest weight", "solid"),
-                          (uniform_weights(T), "uniform: 1 / (i + 1)", "dash")):
-        fig.add_trace(go.Scatter(
-            x=x, y=y.astype(np.float32), name=name, mode="lines+markers" if few else "lines",
+    lines = [
+        dict(
+            type="scatter", x=x, y=y.astype(np.float32), name=name, mode="lines+markers" if few else "lines",
             line={"dash": dash}, hovertemplate="query %{x}<br>" + name + " %{y:.4f}<extra></extra>",
-        ))
-    fig.update_xaxes(title="query: the token looking" + ("" if few else " (position)"),
-                     type="category" if few else "linear")
-    fig.update_yaxes(title="attention weight (log scale)", type="log")
-    fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
-    return style(fig, f"How far from uniform ({_where(layer, head)}): each row's weights on visible tokens", 340)
+        )
+        for y, name, dash in ((largest, "largest weight", "solid"), (smallest, "smallest weight", "solid"),
+                              (uniform_weights(T), "uniform: 1 / (i + 1)", "dash"))
+    ]
+    return go.Figure(lines, layout(
+        f"How far from uniform ({_where(layer, head)}): each row's weights on visible tokens", 340,
+        xaxis={"title": {"text": "query: the token looking" + ("" if few else " (position)")},
+               "type": "category" if few else "linear"},
+        yaxis={"title": {"text": "attention weight (log scale)"}, "type": "log"},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+    ))
 
 
 def heads_grid_figure(weights, labels, layer: int, max_queries: int = GRID_QUERIES,
@@ -211,31 +200,28 @@ def heads_grid_figure(weights, labels, layer: int, max_queries: int = GRID_QUERI
     y_labels = [labels[i] for i in rows_kept]
     few = n_queries <= AXIS_LABEL_LIMIT and T <= AXIS_LABEL_LIMIT  # room for token names on the axes
     height = n_rows * 200 + (150 if few else 90)  # room below for the bottom row's token names
-    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[f"head {h}" for h in range(H)],
-                        horizontal_spacing=0.03, vertical_spacing=45 / height)
-    traces, shown_cols = [], T
+    axes, panels = grid(n_rows, cols, titles=[f"head {h}" for h in range(H)], horizontal_spacing=0.03,
+                        vertical_spacing=45 / height)
+    heads, shown_cols = [], T
     for h in range(H):
         z, _, col_idx = thin_matrix(w[h, rows_kept], per_head)
         shown_cols = len(col_idx)
-        traces.append(go.Heatmap(
-            z=z, x=[labels[i] for i in col_idx], y=y_labels, coloraxis="coloraxis",
-            hovertemplate=f"head {h}<br>" + _pair_hover("weight =") + "<extra></extra>",
+        heads.append(dict(
+            type="heatmap", z=z, x=[labels[i] for i in col_idx], y=y_labels, coloraxis="coloraxis",
+            hovertemplate=f"head {h}<br>" + _pair_hover("weight =") + "<extra></extra>", **panels[h],
         ))
-    fig.add_traces(traces, rows=[h // cols + 1 for h in range(H)], cols=[h % cols + 1 for h in range(H)])
-    fig.update_yaxes(autorange="reversed", type="category", showticklabels=False)
-    fig.update_xaxes(type="category", showticklabels=False)
-    if few:  # token names on the outer axes only
-        for r in range(1, n_rows + 1):
-            fig.update_yaxes(showticklabels=True, row=r, col=1)
-        for c in range(1, cols + 1):
-            fig.update_xaxes(showticklabels=True, tickangle=-45, row=n_rows, col=c)
-    fig.update_layout(coloraxis={"colorscale": SEQUENTIAL, "cmin": 0, "colorbar": {"title": {"text": "weight"}}})
+    for i in range(n_rows * cols):  # token names on the outer axes only, when they fit
+        left, bottom = few and i % cols == 0, few and i // cols == n_rows - 1
+        axes[axis_name(i, "y")].update(autorange="reversed", type="category", showticklabels=left)
+        axes[axis_name(i, "x")].update(type="category", showticklabels=bottom, **({"tickangle": -45} if bottom else {}))
     notes = [f"the last {n_queries} of {T} queries"] if n_queries < T else []
     notes += [f"{shown_cols} of {T} keys, evenly spaced"] if shown_cols < T else []
-    style(fig, f"All {H} heads of layer {layer}: attention weights (query rows x key columns)", height)
-    if notes:
-        fig.update_layout(title={"subtitle": {"text": "(showing " + "; ".join(notes) + ")"}}, margin={"t": 80})
-    return fig
+    title = f"All {H} heads of layer {layer}: attention weights (query rows x key columns)"
+    return go.Figure(heads, layout(
+        {"text": title, **({"subtitle": {"text": "(showing " + "; ".join(notes) + ")"}} if notes else {})}, height,
+        coloraxis={"colorscale": SEQUENTIAL, "cmin": 0, "colorbar": {"title": {"text": "weight"}}},
+        **({"margin": {"t": 80}} if notes else {}), **axes,
+    ))
 
 
 def context_figure(context, labels, layer: int, head: int, max_cells: int = MAX_CELLS) -> go.Figure:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from .common import MAX_HEATMAP_CELLS, heatmap, style, thin
+from .common import MAX_HEATMAP_CELLS, axis_name, grid, heatmap, layout, thin
 
 MAX_SCATTER_POINTS = 1000  # PCA points drawn; more are thinned evenly
 MAX_TEXT_LABELS = 40  # above this many points the labels move to the hover text
@@ -75,15 +74,15 @@ def dropout_stats(embeddings, drop_emb, p: float) -> dict:
 def dropout_mask_heatmap(ratio, labels, p: float, max_cells: int = EMB_HEATMAP_CELLS) -> go.Figure:
     """Which entries of the summed embeddings dropout zeroed (red) and which it scaled by 1/(1-p)."""
     scale = 1 / (1 - p)
-    fig = heatmap(
+    return heatmap(
         ratio, f"drop_emb / embeddings: red = zeroed, blue = kept x 1/(1-{p:g}) = {scale:.4f}",
         x_title=f"embedding dimension (0 .. {ratio.shape[1] - 1})", y_title="token (position: piece)",
         y_labels=labels, colorscale=[[0, DROPPED_COLOR], [0.5, DROPPED_COLOR], [0.5, KEPT_COLOR], [1, KEPT_COLOR]],
         zmid=None, hover="%{y}<br>dim %{x}<br>drop_emb / embeddings %{z:.4f}", max_cells=max_cells,
         colorbar_title="ratio",
+        trace={"zmin": 0, "zmax": scale,
+               "colorbar": {"tickvals": [0, scale], "ticktext": ["0 (dropped)", f"{scale:.4f}"]}},
     )
-    fig.update_traces(zmin=0, zmax=scale, colorbar={"tickvals": [0, scale], "ticktext": ["0 (dropped)", f"{scale:.4f}"]})
-    return fig
 
 
 # --- one token's vector ---------------------------------------------------------------
@@ -93,19 +92,23 @@ def vector_lines(tok, pos, total, label: str) -> go.Figure:
     """One token's tok_emb, pos_emb and their sum over the embedding dimensions, stacked."""
     parts = [("tok_emb", tok, "#1f77b4"), ("pos_emb", pos, "#ff7f0e"), ("tok_emb + pos_emb", total, "#2ca02c")]
     D = len(tok)
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[p[0] for p in parts])
-    for i, (name, values, color) in enumerate(parts, start=1):
-        fig.add_scatter(
-            x=np.arange(D), y=np.asarray(values, dtype=np.float32), name=name, mode="lines",
-            line={"color": color, "width": 1}, row=i, col=1,
-            hovertemplate="dim %{x}<br>" + name + " %{y:.4f}<extra></extra>",
-        )
-        fig.update_yaxes(title_text="value", row=i, col=1)
-    fig.update_xaxes(title_text=f"embedding dimension (0 .. {D - 1})", row=3, col=1)
-    fig.update_yaxes(matches="y")  # one scale for all three: the sum spreads wider than either part
-    style(fig, f"The vectors of token {label}: three vectors of {D} dimensions", 560)
-    fig.update_layout(showlegend=False)
-    return fig
+    # Three panels stacked, one x axis: the bottom one (x3) carries the ticks and the title.
+    axes, panels = grid(3, 1, titles=[p[0] for p in parts], vertical_spacing=0.06)
+    dims = np.arange(D)
+    lines = []
+    for i, ((name, values, color), panel) in enumerate(zip(parts, panels)):
+        lines.append(dict(
+            type="scatter", x=dims, y=np.asarray(values, dtype=np.float32), name=name, mode="lines",
+            line={"color": color, "width": 1}, hovertemplate="dim %{x}<br>" + name + " %{y:.4f}<extra></extra>", **panel,
+        ))
+        # one y scale for all three: the sum spreads wider than either part
+        axes[axis_name(i, "y")].update(title={"text": "value"}, matches="y")
+        if i < 2:
+            axes[axis_name(i, "x")].update(matches="x3", showticklabels=False)
+    axes["xaxis3"]["title"] = {"text": f"embedding dimension (0 .. {D - 1})"}
+    return go.Figure(lines, layout(
+        f"The vectors of token {label}: three vectors of {D} dimensions", 560, showlegend=False, **axes,
+    ))
 
 
 def vector_table(vectors: dict, n: int = 8) -> pd.DataFrame:
@@ -162,17 +165,18 @@ def pca_scatter(coords, labels, explained, title: str, groups=None) -> go.Figure
     keep = thin(n, MAX_SCATTER_POINTS)
     groups = np.asarray(["tokens"] * n if groups is None else [str(g) for g in groups])
     show_text = len(keep) <= MAX_TEXT_LABELS
-    fig = go.Figure()
+    points = []
     for g in dict.fromkeys(groups[keep]):
         idx = keep[groups[keep] == g]
-        fig.add_scatter(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers+text" if show_text else "markers",
+        points.append(dict(
+            type="scatter", x=coords[idx, 0], y=coords[idx, 1], mode="markers+text" if show_text else "markers",
             text=[labels[i] for i in idx], textposition="top center", name=g,
             marker={"size": 9}, hovertemplate="%{text}<br>PC1 %{x:.3f}<br>PC2 %{y:.3f}<extra></extra>",
-        )
+        ))
     note = "" if len(keep) == n else f" (showing {len(keep)} of {n} tokens, evenly spaced)"
-    fig.update_xaxes(title=f"PC1 ({explained[0]:.0%} of the variance)", zeroline=True)
-    fig.update_yaxes(title=f"PC2 ({explained[1]:.0%} of the variance)", zeroline=True)
-    style(fig, title + note, 440)
-    fig.update_layout(showlegend=len(np.unique(groups)) > 1, legend={"orientation": "h", "y": -0.2})
-    return fig
+    return go.Figure(points, layout(
+        title + note, 440,
+        xaxis={"title": {"text": f"PC1 ({explained[0]:.0%} of the variance)"}, "zeroline": True},
+        yaxis={"title": {"text": f"PC2 ({explained[1]:.0%} of the variance)"}, "zeroline": True},
+        showlegend=len(np.unique(groups)) > 1, legend={"orientation": "h", "y": -0.2},
+    ))

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..config import count_parameters
-from .common import style
+from .common import layout
 
 MB = 2**20  # the course prints sizes as bytes / 1024 / 1024 and calls them MB
 STAT_LABELS = {
@@ -55,22 +55,19 @@ def parameters_figure(table: pd.DataFrame) -> go.Figure:
     """Horizontal bars, one per component (a trf_blocks row counts all blocks), hover in parameters and MB."""
     total = int(table["params"].sum())
     comp = table.iloc[::-1]  # plotly draws the first bar at the bottom: keep the table's order top-down
-    fig = go.Figure(
-        go.Bar(
-            x=comp["params"], y=comp["component"], orientation="h",
-            customdata=comp[["MB", "share"]].to_numpy(),
-            text=[f"{p:,}" if p else "0 (placeholder)" for p in comp["params"]], textposition="auto",
-            marker_color=["#9aa5b1" if p == 0 else "#4c78a8" for p in comp["params"]],
-            hovertemplate="%{y}<br>%{x:,} parameters<br>%{customdata[0]:,.2f} MB (fp32)"
-            "<br>%{customdata[1]:.1%} of the total<extra></extra>",
-        )
+    params = comp["params"].to_numpy()
+    bars = dict(
+        type="bar", x=params, y=comp["component"].tolist(), orientation="h",
+        customdata=comp[["MB", "share"]].to_numpy(),
+        text=[f"{p:,}" if p else "0 (placeholder)" for p in params], textposition="auto",
+        marker_color=["#9aa5b1" if p == 0 else "#4c78a8" for p in params],
+        hovertemplate="%{y}<br>%{x:,} parameters<br>%{customdata[0]:,.2f} MB (fp32)"
+        "<br>%{customdata[1]:.1%} of the total<extra></extra>",
     )
-    fig.update_xaxes(title="parameters")
-    fig.update_yaxes(title="component")
-    return style(
-        fig, f"Parameters per component: {total:,} in all",
-        max(260, 90 + 34 * len(table)),
-    )
+    return go.Figure(bars, layout(
+        f"Parameters per component: {total:,} in all", max(260, 90 + 34 * len(table)),
+        xaxis={"title": {"text": "parameters"}}, yaxis={"title": {"text": "component"}},
+    ))
 
 
 # --- the residual stream -----------------------------------------------------------------
@@ -90,36 +87,42 @@ def stats_figure(stats: pd.DataFrame, stat: str = "rms") -> go.Figure:
         raise ValueError(f"stat must be one of {list(STAT_LABELS)}, got {stat!r}")
     n_layers = int(stats.loc[stats["point"] != "final_norm", "layer"].max()) + 1 if len(stats) else 0
     labels = _x_labels(n_layers)
-    fig = go.Figure()
-    for point, style_ in POINT_STYLES.items():
-        rows = stats[stats["point"] == point]
-        if rows.empty:
+    points, layers, values = stats["point"].to_numpy(), stats["layer"].to_numpy(), stats[stat].to_numpy()
+    hover = stats[["name", "shape", "mean", "std", "min", "max", "rms"]].to_numpy()
+    lines = []
+    for point, style in POINT_STYLES.items():
+        rows = points == point
+        if not rows.any():
             continue
-        fig.add_trace(go.Scatter(
-            x=[labels[i] for i in rows["layer"]], y=rows[stat], name=POINT_LABELS[point],
-            mode="lines+markers", line={"dash": style_["dash"]}, marker={"symbol": style_["symbol"], "size": 9},
-            customdata=rows[["name", "shape", "mean", "std", "min", "max", "rms"]].to_numpy(),
+        lines.append(dict(
+            type="scatter", x=[labels[i] for i in layers[rows]], y=values[rows], name=POINT_LABELS[point],
+            mode="lines+markers", line={"dash": style["dash"]}, marker={"symbol": style["symbol"], "size": 9},
+            customdata=hover[rows],
             hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>mean %{customdata[2]:.4f}"
             "<br>std %{customdata[3]:.4f}<br>min %{customdata[4]:.4f}<br>max %{customdata[5]:.4f}"
             "<br>rms %{customdata[6]:.4f}<extra></extra>",
         ))
-    fig.update_xaxes(title="where in the model (trf_blocks.i, then final_norm)", type="category",
-                     categoryorder="array", categoryarray=labels)
-    fig.update_yaxes(title=f"{STAT_LABELS[stat]} over all B x T x emb_dim values")
-    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0})
-    return style(fig, f"The residual stream through the blocks: {STAT_LABELS[stat]}", 460)
+    return go.Figure(lines, layout(
+        f"The residual stream through the blocks: {STAT_LABELS[stat]}", 460,
+        xaxis={"title": {"text": "where in the model (trf_blocks.i, then final_norm)"}, "type": "category",
+               "categoryorder": "array", "categoryarray": labels},
+        yaxis={"title": {"text": f"{STAT_LABELS[stat]} over all B x T x emb_dim values"}},
+        legend={"orientation": "h", "y": -0.25, "x": 0},
+    ))
 
 
 def block_change_figure(changes: pd.DataFrame) -> go.Figure:
     """Bars of ||output - input|| / ||input|| per block: 0 for a block that returns its input."""
-    fig = go.Figure(go.Bar(
-        x=[b.rsplit(".", 1)[-1] for b in changes["block"]], y=changes["relative_change"],
+    bars = dict(
+        type="bar", x=[b.rsplit(".", 1)[-1] for b in changes["block"]], y=changes["relative_change"].to_numpy(),
         customdata=changes[["max_abs_change", "change_rms", "unchanged"]].to_numpy(),
         hovertemplate="trf_blocks.%{x}<br>||output - input|| / ||input|| = %{y:.4f}<br>largest |change| "
         "%{customdata[0]:.4g}<br>rms of the change %{customdata[1]:.4g}<br>output == input: "
         "%{customdata[2]}<extra></extra>",
         marker_color="#4c78a8",
+    )
+    return go.Figure(bars, layout(
+        "How much each block changes the stream", 320,
+        xaxis={"title": {"text": "transformer block i (trf_blocks.i)"}, "type": "category"},
+        yaxis={"title": {"text": "||output − input|| / ||input||"}, "rangemode": "tozero"},
     ))
-    fig.update_xaxes(title="transformer block i (trf_blocks.i)", type="category")
-    fig.update_yaxes(title="||output − input|| / ||input||", rangemode="tozero")
-    return style(fig, "How much each block changes the stream", 320)

@@ -12,10 +12,9 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..tokenizer import VOCAB_SIZE, token_label
-from .common import SEQUENTIAL, heatmap, style, thin, thinning_note
+from .common import SEQUENTIAL, axis_name, grid, heatmap, layout, thin, thinning_note
 
 MAX_HEATMAP_ROWS = 200  # positions drawn in a heatmap; more are thinned evenly
 FULL_VOCAB_CELLS = 100_000  # cells of the whole-vocabulary heatmap (~530 kB of float32)
@@ -58,7 +57,7 @@ def logits_heatmap(logits, probs, column_ids, token_ids, temperature: float, voc
     logits = np.asarray(logits, dtype=np.float32)
     rows = thin(len(logits), MAX_HEATMAP_ROWS)
     columns = [f"{vocab_label(i)} #{i}" for i in column_ids]  # the id keeps equal-looking labels apart
-    fig = heatmap(
+    return heatmap(
         logits[rows],
         title=(
             f"Logits: {len(logits)} positions x {len(columns)} of the {vocab_size:,} vocabulary columns"
@@ -72,10 +71,9 @@ def logits_heatmap(logits, probs, column_ids, token_ids, temperature: float, voc
         max_cells=_keep_whole(len(rows), len(columns)),
         colorbar_title="logit",
         height=max(320, min(900, 170 + 22 * len(rows))),
+        trace={"customdata": np.asarray(probs, dtype=np.float32)[rows]},
+        axes={"xaxis": {"tickangle": -60}},
     )
-    fig.data[0].customdata = np.asarray(probs, dtype=np.float32)[rows]
-    fig.update_xaxes(tickangle=-60)
-    return fig
 
 
 def full_vocab_heatmap(maxima, starts, width: int, token_ids, vocab_size: int) -> go.Figure:
@@ -86,7 +84,7 @@ def full_vocab_heatmap(maxima, starts, width: int, token_ids, vocab_size: int) -
     maxima = np.asarray(maxima, dtype=np.float32)
     n_buckets = maxima.shape[1]
     rows = thin(len(maxima), max(1, FULL_VOCAB_CELLS // n_buckets))
-    fig = heatmap(
+    return heatmap(
         maxima[rows],
         title=(
             f"All {vocab_size:,} vocabulary columns: the largest logit in each of {n_buckets:,} runs of "
@@ -101,15 +99,15 @@ def full_vocab_heatmap(maxima, starts, width: int, token_ids, vocab_size: int) -
         zmid=None,
         colorbar_title="max logit",
         height=max(320, min(800, 170 + 16 * len(rows))),
+        trace={"x": np.asarray(starts, dtype=np.int32)},  # real token ids on the axis, not bucket numbers
     )
-    fig.data[0].x = np.asarray(starts, dtype=np.int32)  # real token ids on the axis, not bucket numbers
-    return fig
 
 
-def _bar_trace(ids, logits, probs, ranks, next_id: int) -> go.Bar:
+def _bar_trace(ids, logits, probs, ranks, next_id: int, panel: dict) -> dict:
     labels = [f"{r:,}. {vocab_label(i)}" for r, i in zip(ranks, ids)]
     colors = [NEXT_COLOR if i == next_id else BAR_COLOR for i in ids]
-    return go.Bar(
+    return dict(
+        type="bar",
         x=np.asarray(probs, dtype=np.float32),
         y=labels,
         orientation="h",
@@ -120,6 +118,7 @@ def _bar_trace(ids, logits, probs, ranks, next_id: int) -> go.Bar:
         customdata=np.stack([np.asarray(ids, dtype=np.float64), np.asarray(logits, dtype=np.float64)], axis=-1),
         hovertemplate="%{y} (id %{customdata[0]})<br>logit %{customdata[1]:.4f}<br>p %{x:.3g}<extra></extra>",
         showlegend=False,
+        **panel,
     )
 
 
@@ -150,10 +149,9 @@ def top_k_bars(
     panel = 60 + 20 * (k + 1)  # pixels of bars per panel
     gap = 140  # between panel rows: the x axis title above, the next three-line panel title below
     plot_area = n_rows * panel + (n_rows - 1) * gap
-    fig = make_subplots(
-        rows=n_rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.18,
-        vertical_spacing=gap / plot_area if n_rows > 1 else 0.0,
-    )
+    axes, panels = grid(n_rows, cols, titles, horizontal_spacing=0.18,
+                        vertical_spacing=gap / plot_area if n_rows > 1 else 0.0, title_size=12)
+    bars = []
     for i, t in enumerate(positions):
         next_id = int(token_ids[t + 1]) if t + 1 < len(token_ids) else -1
         ids, logits, probs = list(top_ids[i]), list(top_logits[i]), list(top_probs[i])
@@ -161,18 +159,17 @@ def top_k_bars(
         if next_id >= 0 and next_id not in ids:  # show where the real next token sits
             ids, logits, probs = ids + [next_id], logits + [next_logit[i]], probs + [next_prob[i]]
             ranks.append(int(next_rank[i]))
-        row, col = i // cols + 1, i % cols + 1
-        fig.add_trace(_bar_trace(ids, logits, probs, ranks, next_id), row=row, col=col)
-        fig.update_yaxes(autorange="reversed", type="category", row=row, col=col)
-        fig.update_xaxes(
-            title_text=f"probability of the next token (τ={temperature:g})", range=[0, 1.3 * max(probs)],
-            tickformat=".2~g", row=row, col=col,
+        bars.append(_bar_trace(ids, logits, probs, ranks, next_id, panels[i]))
+        axes[axis_name(i, "y")].update(autorange="reversed", type="category")
+        axes[axis_name(i, "x")].update(
+            title={"text": f"probability of the next token (τ={temperature:g})"}, range=[0, 1.3 * max(probs)],
+            tickformat=".2~g",
         )
-    fig.update_annotations(font_size=12)
     where = f"after position {positions[0]}" if len(positions) == 1 else f"at each of {len(positions)} positions"
-    style(fig, f"Top-{k} candidates for the next token {where}", height=plot_area + 190)
-    fig.update_layout(margin={"t": 130, "b": 60}, uniformtext={"minsize": 9, "mode": "show"})
-    return fig
+    return go.Figure(bars, layout(
+        f"Top-{k} candidates for the next token {where}", plot_area + 190,
+        margin={"t": 130, "b": 60}, uniformtext={"minsize": 9, "mode": "show"}, **axes,
+    ))
 
 
 def _panel_title(t: int, token_ids, rank: int, prob: float, vocab_size: int) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..tokenizer import TokenGroup, show_whitespace, token_groups
-from .common import style, thin
+from .common import layout, thin
 
 MAX_SHOWN_TOKENS = 1024  # chips and table rows per batch row; GPT-2's whole context
 # Pastel chip backgrounds that keep dark text readable, cycled over the groups of a row.
@@ -210,18 +210,20 @@ def token_id_bars(token_ids, labels: list[list[str]]) -> go.Figure:
     GPT-2 numbers merged pieces in the order BPE learned them, so a low id was merged early:
     a frequent piece. Rare words split into pieces; long texts are thinned evenly.
     """
-    fig = go.Figure()
     ids = np.asarray(token_ids, dtype=np.int64).reshape(len(labels), -1)
     B, T = ids.shape
     keep = thin(T, 2000)
-    for r in range(B):
-        fig.add_bar(
-            x=keep, y=ids[r, keep], name=f"row {r}", customdata=[labels[r][i] for i in keep],
+    bars = [
+        dict(
+            type="bar", x=keep, y=ids[r, keep], name=f"row {r}", customdata=[labels[r][i] for i in keep],
             hovertemplate="position %{x}<br>id %{y}<br>piece %{customdata}<extra>row " + str(r) + "</extra>",
         )
-    fig.update_xaxes(title=f"position in the row (0 .. {T - 1})")
-    fig.update_yaxes(title="token id (0 .. 50256)", range=[0, 50257])
+        for r in range(B)
+    ]
     note = "" if len(keep) == T else f" (showing {len(keep)} of {T} positions, evenly spaced)"
-    style(fig, f"Token ids of batch {B} x {T}: low ids were merged early (frequent pieces){note}", 320)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
-    return fig
+    return go.Figure(bars, layout(
+        f"Token ids of batch {B} x {T}: low ids were merged early (frequent pieces){note}", 320,
+        xaxis={"title": {"text": f"position in the row (0 .. {T - 1})"}},
+        yaxis={"title": {"text": "token id (0 .. 50256)"}, "range": [0, 50257]},
+        barmode="group", legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+    ))
