@@ -206,9 +206,12 @@ def generate(
     Greedy (temperature=0, the default) returns the tokens `generate_text_simple` returns,
     computed with a KV cache: the prompt is run through the model once (prefill), then each
     step feeds only the token just chosen, and attention reads every earlier token's keys
-    and values from the cache instead of recomputing them. (The cached path adds the same
-    numbers in a different order, so logits agree to about 1e-6, not bit for bit; a tie
-    that close between the two most likely tokens is the only way the choices could differ.)
+    and values from the cache instead of recomputing them. Only the last position's logits
+    are computed (`last_only`): the others predict tokens already known. (The cached path
+    runs the model's fused kernels, which add the same numbers in a different order, so
+    logits agree to about 1e-6, not bit for bit; a tie that close between the two most
+    likely tokens is the only way the choices could differ.) Every model works this way,
+    also one without attention (the cache counts positions itself).
 
     Sampling (temperature > 0): each step's logits go through `next_token_distribution`
     (divide by temperature, keep the top_k largest, keep the top_p nucleus, softmax) and one
@@ -249,25 +252,17 @@ def generate(
 def _generate(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id, generator):
     seq = idx.long()  # (B, T) everything so far; the result
     cache: KVCache | None = None
-    use_cache = True
     finished = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device) if eos_id is not None else None
     next_ids = None
 
     for _ in range(max_new_tokens):
         if cache is not None and cache.length < context_size:
             # Decode: only the newest token goes through the model; its position is cache.length.
-            logits = model(next_ids, kv_cache=cache)  # (B, 1, vocab_size)
-        elif use_cache:
-            # Prefill (first step, or the window is full and has to slide: see the docstring).
-            window = seq[:, -context_size:]  # (B, <= context_size)
-            cache = KVCache()
-            logits = model(window, kv_cache=cache)  # (B, T_window, vocab_size)
-            if cache.length != window.shape[1]:
-                # The model stored no keys and values (e.g. attention is a placeholder, as in
-                # the seed's DummyGPTModel), so the cache cannot track positions: recompute.
-                cache, use_cache = None, False
+            logits = model(next_ids, kv_cache=cache, last_only=True)  # (B, 1, vocab_size)
         else:
-            logits = model(seq[:, -context_size:])  # (B, T_window, vocab_size)
+            # Prefill (first step, or the window is full and has to slide: see the docstring).
+            cache = KVCache()
+            logits = model(seq[:, -context_size:], kv_cache=cache, last_only=True)  # (B, 1, vocab_size)
         logits = logits[:, -1, :]  # only the last position predicts the next token: (B, vocab_size)
 
         dist = next_token_distribution(logits, temperature, top_k, top_p)

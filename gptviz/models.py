@@ -87,22 +87,48 @@ def _drop(module: nn.Dropout, x: torch.Tensor, recorder: Recorder | None) -> tor
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far: (B, n_heads, T, head_dim)."""
+    """What generation remembers between forward calls: how many tokens the model has seen,
+    and every attention layer's keys and values for them, (B, n_heads, T, head_dim).
 
-    layers: dict = field(default_factory=dict)
+    `length` is counted here, advanced once per forward call by the model itself, so the next
+    token's position is known for every model, also one that stores no keys and values (the
+    seed's skeleton, or attention as a placeholder): there each token is computed from its own
+    embedding and position alone, so feeding them one at a time gives the full pass's logits.
+    """
 
-    @property
-    def length(self) -> int:
-        return self.layers[0][0].shape[2] if 0 in self.layers else 0
+    layers: dict = field(default_factory=dict)  # layer -> [keys buffer, values buffer, tokens held]
+    length: int = 0  # tokens fed through the model so far; the next one sits at this position
+
+    GROW = 128  # buffers grow in steps of this many tokens
 
     def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
-        """Append this step's keys and values; return those of every token so far."""
-        if layer in self.layers:
-            past_keys, past_values = self.layers[layer]
-            keys = torch.cat([past_keys, keys], dim=2)
-            values = torch.cat([past_values, values], dim=2)
-        self.layers[layer] = (keys, values)
-        return keys, values
+        """Append this step's keys and values; return those of every token so far.
+
+        They are written into buffers with room for more tokens, so a step copies only its
+        own tokens, not every earlier one again (as concatenating would).
+        """
+        held = self.layers.get(layer)  # [keys buffer, values buffer, tokens held], or None
+        n = held[2] if held else 0
+        total = n + keys.shape[2]
+        if torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad):
+            # Autograd may keep earlier steps' keys and values for a backward pass: never
+            # write into them; concatenate into new tensors instead.
+            if held:
+                keys = torch.cat([held[0][:, :, :n], keys], dim=2)
+                values = torch.cat([held[1][:, :, :n], values], dim=2)
+            self.layers[layer] = [keys, values, total]
+            return keys, values
+        if held is None or held[0].shape[2] < total:  # no room left: move into bigger buffers
+            capacity = math.ceil(total / self.GROW) * self.GROW
+            buffers = [t.new_empty((*t.shape[:2], capacity, t.shape[3])) for t in (keys, values)]
+            if held:
+                buffers[0][:, :, :n] = held[0][:, :, :n]
+                buffers[1][:, :, :n] = held[1][:, :, :n]
+            held = self.layers[layer] = [*buffers, n]
+        held[0][:, :, n:total] = keys
+        held[1][:, :, n:total] = values
+        held[2] = total
+        return held[0][:, :, :total], held[1][:, :, :total]
 
 
 # --- The seed's skeleton -------------------------------------------------------------
@@ -131,9 +157,14 @@ class DummyLayerNorm(nn.Module):
 class _GPTForward(nn.Module):
     """The forward pass both models share, line for line the course's."""
 
-    def forward(self, in_idx, recorder: Recorder | None = None, kv_cache: KVCache | None = None):
+    def forward(self, in_idx, recorder: Recorder | None = None, kv_cache: KVCache | None = None,
+                last_only: bool = False):
+        """Logits (B, T, vocab_size); with `last_only`, only the last position's: (B, 1, vocab_size).
+
+        With a `kv_cache`, in_idx holds only the tokens after the ones the cache has seen.
+        """
         batch_size, seq_len = in_idx.shape
-        start = kv_cache.length if kv_cache is not None else 0
+        start = kv_cache.length if kv_cache is not None else 0  # position of in_idx's first token
         tok_embeds = self.tok_emb(in_idx)  # (B, T, emb_dim)
         pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))  # (T, emb_dim)
         x = tok_embeds + pos_embeds  # broadcast over the batch: (B, T, emb_dim)
@@ -149,8 +180,12 @@ class _GPTForward(nn.Module):
                 _save(recorder, "output", x)
         x = self.final_norm(x)
         _save(recorder, "final_norm", x)
+        if last_only:
+            x = x[:, -1:, :]  # generation needs only the next token's logits: skip the rest
         logits = self.out_head(x)  # (B, T, vocab_size)
         _save(recorder, "logits", logits)
+        if kv_cache is not None:
+            kv_cache.length += seq_len
         return logits
 
 

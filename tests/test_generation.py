@@ -134,15 +134,32 @@ def test_kv_cache_logits_equal_full_recompute(tiny):
             torch.testing.assert_close(torch.cat(cached, dim=1), full, atol=1e-5, rtol=0)
 
 
-def test_model_without_attention_falls_back_to_recomputing(tiny):
-    # The seed's skeleton stores no keys and values, so a cache cannot say where the next
-    # token sits; generate must still give the course's tokens.
-    skeleton = build(TINY, cls=DummyGPTModel)
-    no_attention = build(TINY, cls=lambda cfg: GPTModel(cfg, parts={"feed_forward", "layer_norm"}))
-    for model in (skeleton, no_attention):
+@pytest.mark.parametrize(
+    "make",
+    [
+        DummyGPTModel,
+        lambda cfg: GPTModel(cfg, parts={"feed_forward", "layer_norm"}),  # attention a placeholder
+        lambda cfg: GPTModel(cfg, parts=()),
+        lambda cfg: GPTModel(cfg, parts={"attention"}),
+    ],
+    ids=["skeleton", "no attention", "all placeholders", "only attention"],
+)
+def test_models_without_attention_generate_with_the_cache_too(make):
+    """The cache counts tokens itself, so even a model that stores no keys and values (the
+    seed's skeleton, attention as a placeholder) is fed one token per step, at the right
+    position, and gives the course's tokens, also past the context (crop, new prefill)."""
+    model = build(TINY, cls=make)
+    fed = []
+    hook = model.register_forward_pre_hook(lambda module, args: fed.append(args[0].shape[1]))
+    try:
         prompt = ids(3, batch=2)
-        expected = generate_text_simple(model, prompt, 20, 16)
-        assert torch.equal(generate(model, prompt, 20, 16), expected)
+        out = generate(model, prompt, 20, 16)
+    finally:
+        hook.remove()
+    assert torch.equal(out, generate_text_simple(model, prompt, 20, 16))
+    # Prefill 3 tokens, one token per step until 16 fill the context, then a full window
+    # (cropped: every position moves) per step.
+    assert fed == [3] + [1] * 13 + [16] * 6
 
 
 def test_matches_transformers_greedy_generate(tmp_path):

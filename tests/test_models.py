@@ -441,6 +441,65 @@ def test_kv_cache_gives_the_same_logits_as_the_full_forward(tiny_eval_model, chu
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda cfg: DummyGPTModel(cfg),
+        lambda cfg: GPTModel(cfg, parts=()),
+        lambda cfg: GPTModel(cfg, parts={"feed_forward", "layer_norm"}),  # attention a placeholder
+        lambda cfg: GPTModel(cfg, parts={"attention"}),
+    ],
+    ids=["skeleton", "all placeholders", "no attention", "only attention"],
+)
+def test_kv_cache_counts_the_tokens_of_every_model(make):
+    """The cache counts tokens itself, so a model that stores no keys and values (the seed's
+    skeleton, attention as a placeholder) still gets each token's position right."""
+    torch.manual_seed(4)
+    model = make(TINY).eval()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(6))
+    cache, pieces, start = KVCache(), [], 0
+    with torch.no_grad():
+        full = model(ids)
+        for size in [5, 1, 1, 1, 4]:
+            pieces.append(model(ids[:, start : start + size], kv_cache=cache))
+            start += size
+            assert cache.length == start
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_buffers_grow_as_tokens_arrive():
+    """Keys and values are written into buffers with room to spare; crossing their size
+    (a multiple of KVCache.GROW tokens) moves them into bigger ones without losing any."""
+    cfg = {**TINY, "context_length": 3 * KVCache.GROW}
+    torch.manual_seed(8)
+    model = GPTModel(cfg).eval()
+    ids = torch.randint(0, cfg["vocab_size"], (1, cfg["context_length"]), generator=torch.Generator().manual_seed(9))
+    chunks = [KVCache.GROW - 2, 1, 1, 1, KVCache.GROW + 3, 1]
+    chunks.append(cfg["context_length"] - sum(chunks))
+    cache, pieces, start = KVCache(), [], 0
+    with torch.inference_mode():
+        full = model(ids)
+        for size in chunks:
+            pieces.append(model(ids[:, start : start + size], kv_cache=cache))
+            start += size
+    keys_buffer = cache.layers[0][0]
+    assert keys_buffer.shape[2] == 3 * KVCache.GROW and cache.length == 3 * KVCache.GROW
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_last_only_gives_just_the_last_positions_logits(tiny_eval_model):
+    ids = torch.randint(0, TINY["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = tiny_eval_model(ids)
+        # The same numbers (one row through out_head instead of seven: rounding may differ).
+        torch.testing.assert_close(tiny_eval_model(ids, last_only=True), full[:, -1:], atol=1e-6, rtol=0)
+        cache = KVCache()
+        last = tiny_eval_model(ids[:, :5], kv_cache=cache, last_only=True)
+        step = tiny_eval_model(ids[:, 5:7], kv_cache=cache, last_only=True)
+    assert last.shape == step.shape == (2, 1, TINY["vocab_size"])
+    torch.testing.assert_close(torch.cat([last, step], dim=1), full[:, [4, 6]], atol=1e-5, rtol=1e-5)
+
+
 # --- Placeholder blocks ------------------------------------------------------------------
 
 
