@@ -7,6 +7,7 @@ batch's (B, T); tests check them against a trace.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import pandas as pd
@@ -149,6 +150,7 @@ COMPONENTS = {
 }
 
 
+@functools.lru_cache(maxsize=None)  # inspect reads and parses the file: ~10 ms a call, every rerun
 def source(class_name: str) -> str:
     """The code of a class as it runs here: the seed's text for its placeholders, else gptviz.models."""
     if class_name in SEED_PLACEHOLDERS:

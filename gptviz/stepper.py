@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .generation import next_token_distribution, pick_next_token
+from .models import KVCache
 
 N_CANDIDATES = 12  # candidates kept per step for display
 
@@ -52,6 +53,38 @@ def _candidates(dist: dict, extra: int, n: int) -> dict:
         "after_top_p": dist["top_p_mask"][order],
         "probs": dist["probs"][order],
     }
+
+
+class PrefixLogits:
+    """Next-token logits of a growing prefix: what `walk` asks for, step after step.
+
+    A step's prefix is the previous one plus the token just chosen, so only the new tokens
+    go through the model; every earlier token's keys and values come from a KV cache (as in
+    `generation.generate`). Asked for a prefix that does not extend the last one, it starts
+    over. Past `context_length` the course crops the input to its last tokens, which moves
+    every token to a new position: each such prefix is computed afresh, as
+    `generate_text_simple` does. Not thread-safe: one per rerun (the model may be shared).
+    """
+
+    def __init__(self, model, context_length: int):
+        self.model = model
+        self.context_length = context_length
+        self._cache: KVCache | None = None
+        self._ids: tuple = ()  # the tokens whose keys and values the cache holds
+
+    def __call__(self, ids) -> np.ndarray:
+        ids = tuple(int(i) for i in ids)
+        extends = self._cache is not None and len(self._ids) < len(ids) and ids[: len(self._ids)] == self._ids
+        if extends and len(ids) <= self.context_length:
+            new = ids[len(self._ids):]
+        else:
+            self._cache, new = KVCache(), ids[-self.context_length:]
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([new]), kv_cache=self._cache)[0, -1]
+        self._ids = ids if len(ids) <= self.context_length else ()
+        if not self._ids:
+            self._cache = None  # a cropped window cannot be extended (see above)
+        return logits.to(torch.float32).numpy().copy()
 
 
 def walk(next_logits, prompt, steps: int, temperature=0.0, top_k=None, top_p=None, seed=123,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
+import torch
 
 from . import tokenizer
 from .build import GPT, PRETRAINED, SKELETON, BuiltModel, ModelSpec, build_model
@@ -32,6 +33,7 @@ from .config import (
 )
 from .lru import ByteLRU
 from .models import ALL_PARTS, PARTS
+from .stepper import PrefixLogits
 from .trace import Trace, trace
 
 DEFAULT_TEXT = "Every effort moves you"
@@ -44,6 +46,13 @@ MAX_TEXT_CHARS = 20_000  # far beyond any context length; keeps a URL from carry
 # Models larger than this are refused before anything is allocated (Streamlit Community
 # Cloud gives an app 690 MB to 2.7 GB). Set GPTVIZ_MAX_MODEL_MB to change it.
 MAX_MODEL_BYTES = int(float(os.environ.get("GPTVIZ_MAX_MODEL_MB", "1600")) * 2**20)
+
+# One torch thread per computation. The server shares 2 cores between every session's
+# reruns (and, in a classroom demo, the projector's browser); with one intra-op thread per
+# core, torch's threads and the Python thread that builds the figures fight for them and a
+# warm rerun took 2-4x longer (benchmarks/README.md). GPTVIZ_TORCH_THREADS changes it.
+TORCH_THREADS = max(1, int(os.environ.get("GPTVIZ_TORCH_THREADS", "1")))
+torch.set_num_threads(TORCH_THREADS)
 
 MODEL_CHOICES = {
     "skeleton": "DummyGPTModel: the seed's skeleton",
@@ -120,17 +129,28 @@ def _cached_trace(spec: ModelSpec, token_ids: tuple, dropout: bool, keep: tuple 
 
 
 @st.cache_resource(max_entries=256, ttl=3600, show_spinner=False)
-def next_logits(spec: ModelSpec, ids: tuple):
+def next_logits(spec: ModelSpec, ids: tuple, _decoder: PrefixLogits | None = None):
     """The logits after a prefix (last position only, float32, read-only), cropped to the context.
 
     One entry per prefix, so the Generate page's sliders re-run only the sampling pipeline:
-    about 200 kB each for GPT-2's vocabulary, so at most ~50 MB however it is used.
+    about 200 kB each for GPT-2's vocabulary, so at most ~50 MB however it is used. A miss
+    is computed by `_decoder` (see `logits_after`), which feeds the model only the tokens
+    that its previous prefix lacks; it is not part of the cache key.
     """
-    built = get_model(spec)
-    window = ids[-built.cfg["context_length"]:]  # what generate_text_simple feeds the model
-    logits = trace(built.model, window, keep=("logits",))["logits"][0, -1].copy()
+    if _decoder is None:
+        built = get_model(spec)
+        _decoder = PrefixLogits(built.model, built.cfg["context_length"])
+    logits = _decoder(ids)
     logits.setflags(write=False)
     return logits
+
+
+def logits_after(spec: ModelSpec):
+    """ids -> next-token logits for `stepper.walk`: cached per prefix for every session;
+    misses extend one KV cache that lives for this rerun only (nothing per session is kept)."""
+    built = get_model(spec)
+    decoder = PrefixLogits(built.model, built.cfg["context_length"])
+    return lambda ids: next_logits(spec, tuple(ids), decoder)
 
 
 def get_trace(inputs: Inputs, keep=None) -> Trace:
@@ -426,6 +446,15 @@ def plot(fig, key: str | None = None) -> None:
     st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
 
 
+def lazy_tabs(labels: list[str], key: str):
+    """Tabs of which only the selected one is computed and sent (check `tab.open`).
+
+    A rerun builds the figures of one tab instead of all of them, on the server and in the
+    browser. The choice is in the URL (`key`=label), so a shared link opens the same tab.
+    """
+    return st.tabs(labels, key=key, on_change="rerun", bind="query-params")
+
+
 def page_link(page: str, label: str, icon: str | None = None) -> None:
     """A link to another page that keeps the current view (text, model, config) in its URL."""
     st.page_link(page, label=label, icon=icon, query_params=st.query_params.to_dict())
@@ -481,10 +510,12 @@ def whole_number_input(widget, label: str, key: str, min_value: int, max_value: 
 
     Streamlit's integer number_input raises on `inf` or `1e400` in the URL before any range
     check; its float one falls back to the default. So the widget is a float shown as a
-    whole number, and the value comes back as an int (or None when left empty).
+    whole number, and the value comes back as an int (or None when left empty). The format
+    is "%.0f", not "%d": Streamlit logs a warning with a stack trace for every float shown
+    with "%d", on every rerun.
     """
     result = clamped_widget(
         widget, label, key=key, min_value=float(min_value), max_value=float(max_value),
-        value=None if value is None else float(value), step=1.0, format="%d", **kwargs,
+        value=None if value is None else float(value), step=1.0, format="%.0f", **kwargs,
     )
     return None if result is None else int(round(result))

@@ -121,38 +121,45 @@ st.success(
     icon=":material/check_circle:",
 )
 
-# --- uniform with random weights ---------------------------------------------------------------
-st.subheader("How even the weights are")
-ui.plot(att_charts.uniformity_figure(weights, labels, layer, head))
-ratio = att_charts.max_over_uniform(weights)
-if inputs.spec.kind == PRETRAINED:
-    st.markdown(
-        "This model has trained weights. Trained heads are usually far from uniform: many put most of "
-        "their weight on a few tokens (often the first token, or the previous one). Compare with the "
-        f"dashed uniform line 1/(i + 1): here the largest weight in a row is up to {ratio:.2f} times the uniform one."
-    )
-else:
-    st.markdown(
-        "This model's weights are random (no training yet), so queries and keys carry no meaning and the "
-        "scaled scores are small: the softmax spreads each query's attention almost **uniformly** over the "
-        "tokens it can see, 1/(i + 1) for query i (dashed). Training is what makes heads pick out particular "
-        f"tokens. Here the largest weight in any row is at most {ratio:.2f} times the uniform one."
-    )
+# --- more views of this layer: only the open tab is computed ------------------------------------
+evenness, all_heads, passed_on = ui.lazy_tabs(["How even", "All heads", "Context vectors"], key="att_view")
 
-# --- every head -------------------------------------------------------------------------------
-st.subheader(f"All {n_heads} heads of layer {layer}")
-st.markdown(
-    "Each head has its own query, key and value projections (its slice of `W_query`, `W_key`, "
-    "`W_value`), so each head attends differently; their context vectors are concatenated and mixed "
-    "by `out_proj`. One colour scale for all heads."
-)
-ui.plot(att_charts.heads_grid_figure(tr[f"{prefix}.weights"][row], labels, layer))
+with evenness:
+    if evenness.open:
+        st.markdown(f"**How even the weights of head {head} are**")
+        ui.plot(att_charts.uniformity_figure(weights, labels, layer, head))
+        ratio = att_charts.max_over_uniform(weights)
+        if inputs.spec.kind == PRETRAINED:
+            st.markdown(
+                "This model has trained weights. Trained heads are usually far from uniform: many put most of "
+                "their weight on a few tokens (often the first token, or the previous one). Compare with the "
+                "dashed uniform line 1/(i + 1): here the largest weight in a row is up to "
+                f"{ratio:.2f} times the uniform one."
+            )
+        else:
+            st.markdown(
+                "This model's weights are random (no training yet), so queries and keys carry no meaning and the "
+                "scaled scores are small: the softmax spreads each query's attention almost **uniformly** over "
+                "the tokens it can see, 1/(i + 1) for query i (dashed). Training is what makes heads pick out "
+                f"particular tokens. Here the largest weight in any row is at most {ratio:.2f} times the uniform one."
+            )
 
-st.subheader(f"What head {head} passes on: its context vectors")
-context = tr[f"{prefix}.context"][row, :, head * head_dim:(head + 1) * head_dim]  # (T, head_dim)
-ui.plot(att_charts.context_figure(context, labels, layer, head))
-st.caption(
-    f"Row i is the weighted average of the value vectors of tokens 0..i, with row i of the weights above "
-    f"(after attention dropout when dropout is active). Columns {head * head_dim}..{(head + 1) * head_dim - 1} "
-    f"of `{prefix}.context` (B, T, emb_dim): the heads sit side by side before `out_proj`."
-)
+with all_heads:
+    if all_heads.open:
+        st.markdown(
+            f"**All {n_heads} heads of layer {layer}.** Each head has its own query, key and value projections "
+            "(its slice of `W_query`, `W_key`, `W_value`), so each head attends differently; their context "
+            "vectors are concatenated and mixed by `out_proj`. One colour scale for all heads."
+        )
+        ui.plot(att_charts.heads_grid_figure(tr[f"{prefix}.weights"][row], labels, layer))
+
+with passed_on:
+    if passed_on.open:
+        st.markdown(f"**What head {head} passes on: its context vectors**")
+        context = tr[f"{prefix}.context"][row, :, head * head_dim:(head + 1) * head_dim]  # (T, head_dim)
+        ui.plot(att_charts.context_figure(context, labels, layer, head))
+        st.caption(
+            f"Row i is the weighted average of the value vectors of tokens 0..i, with row i of the weights above "
+            f"(after attention dropout when dropout is active). Columns {head * head_dim}..{(head + 1) * head_dim - 1} "
+            f"of `{prefix}.context` (B, T, emb_dim): the heads sit side by side before `out_proj`."
+        )

@@ -64,7 +64,7 @@ picks = stepper.parse_picks(st.query_params.get("gen_picks"), steps_n, vocab_siz
 
 prompt = inputs.token_ids[0]
 steps = stepper.walk(
-    lambda ids: ui.next_logits(inputs.spec, ids), prompt, steps_n, temperature=temperature,
+    ui.logits_after(inputs.spec), prompt, steps_n, temperature=temperature,
     top_k=top_k or None, top_p=top_p, seed=sample_seed, picks=picks, eos_id=tokenizer.ENDOFTEXT_ID,
 )
 generated = [s.chosen for s in steps]

@@ -101,23 +101,32 @@ def baselines():
     """Each page opened fresh with the normal inputs, run lazily once per page."""
     cache = {}
 
-    def get(page):
-        if page not in cache:
-            at = run_page(page, **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in NORMAL.items()})
+    def get(page, views=()):
+        if (page, views) not in cache:
+            params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in NORMAL.items()}
+            at = run_page(page, **params, **dict(views))
             assert_no_traceback(at, "baseline")
-            cache[page] = at
-        return cache[page]
+            cache[page, views] = at
+        return cache[page, views]
 
     return get
 
 
-def assert_works_again(at, page, baselines, case: str) -> None:
-    """After `recover`, the session renders the page as a freshly opened one does."""
+VIEWS = {"emb_view": ("Dropout", "One token", "In 2-D (PCA)"), "att_view": ("How even", "All heads", "Context vectors")}
+
+
+def open_tabs(params: dict) -> tuple:
+    """The valid tab choices of a link: a recovered session keeps its open tab, as a user's would."""
+    return tuple((k, v) for k, v in params.items() if v in VIEWS.get(k, ()))
+
+
+def assert_works_again(at, page, baselines, case: str, views=()) -> None:
+    """After `recover`, the session renders the page as a freshly opened one (same tab open) does."""
     recover(at)
     assert_no_traceback(at, f"{case}, then ordinary inputs")
     leftover = [m for kind in ("error", "warning") for m in alerts(at, kind)]
     assert leftover == [], f"{case}: messages stayed after going back to ordinary inputs: {leftover}"
-    fresh = baselines(page)
+    fresh = baselines(page, views)
     assert n_charts(at) == n_charts(fresh), (
         f"{case}: after going back to ordinary inputs the page drew {n_charts(at)} charts/tables, "
         f"a fresh page draws {n_charts(fresh)}"
@@ -135,10 +144,11 @@ HOSTILE_TEXT = (
 PAST = {"layer": "99", "head": "-1", "k": "999", "temperature": "1e9", "position": "1000000000", "emb_token": "-5",
         "pred_row": "7", "att_row": "7", "emb_row": "7", "stat": "bogus", "all_blocks": "maybe", "full_vocab": "2",
         "gen_steps": "999", "gen_temperature": "-1", "gen_top_k": "1000000000", "gen_top_p": "2", "gen_seed": "-1",
-        "gen_step": "999", "seed": str(2**31)}
+        "gen_step": "999", "seed": str(2**31), "emb_view": "One token", "att_view": "All heads"}
 NOT_NUMBERS = {"layer": "abc", "head": "1e400", "k": "abc", "temperature": "nan", "position": "abc", "emb_token": "x1",
                "gen_steps": "abc", "gen_temperature": "nan", "gen_top_k": "abc", "gen_top_p": "inf", "gen_seed": "abc",
-               "gen_step": "abc", "seed": "abc", "dropout": "maybe", "cfg_emb_dim": "abc", "cfg_drop_rate": "nan"}
+               "gen_step": "abc", "seed": "abc", "dropout": "maybe", "cfg_emb_dim": "abc", "cfg_drop_rate": "nan",
+               "emb_view": "One token", "att_view": "Context vectors"}
 
 # name -> (query params, {page name or "*": regexes that must appear in the page's messages})
 CASES = {
@@ -155,7 +165,7 @@ CASES = {
     "widgets at their lower limits": (
         {"preset": TINY, "model": "gpt", "seed": "0", "cfg_drop_rate": "0.0", "k": "1", "temperature": "0.05",
          "layer": "0", "head": "0", "position": "0", "emb_token": "0", "gen_steps": "1", "gen_temperature": "0.0",
-         "gen_top_k": "0", "gen_top_p": "0.05", "gen_seed": "0", "gen_step": "1"},
+         "gen_top_k": "0", "gen_top_p": "0.05", "gen_seed": "0", "gen_step": "1", "emb_view": "One token"},
         {},
     ),
     "widgets at their upper limits": (
@@ -187,7 +197,8 @@ CASES = {
     ),
     "words the widgets do not know": (
         {"model": "nonsense", "preset": "nope", "parts": "bogus", "dropout": "maybe", "weights_from": "bogus",
-         "cfg_qkv_bias": "perhaps", "cfg_n_layers": "-3", "text2": ""},
+         "cfg_qkv_bias": "perhaps", "cfg_n_layers": "-3", "text2": "", "emb_view": "bogus",
+         "att_view": "<script>alert(1)</script>"},
         {},
     ),
     "a mix with unknown parts": ({"model": "mix", "parts": "bogus", "preset": TINY, "text2": ""}, {}),
@@ -210,7 +221,7 @@ def test_hostile_link_shows_no_traceback_and_the_session_recovers(page, case, ba
     check_messages(at, page, expected, case)
     if case.startswith("widgets at their"):  # valid values: nothing to warn about
         assert alerts(at, "warning") == [], f"{case}: values inside the limits were warned about"
-    assert_works_again(at, page, baselines, case)
+    assert_works_again(at, page, baselines, case, open_tabs(params))
 
 
 def test_the_1mb_link_is_not_the_text_the_model_sees():
@@ -250,7 +261,8 @@ def test_a_link_cannot_make_the_server_trace_a_huge_input(monkeypatch):
                   text="丂" * 20_000, text2="")
     assert_no_traceback(at, "huge context and a long text")
     shown = "\n".join(alerts(at, "warning") + alerts(at, "error"))
-    assert re.search(r"tokens", shown), f"no message says the text was cut or refused: {shown!r}"
+    cut = re.search(r"only its first (\d+) tokens are used", shown)
+    assert cut and int(cut.group(1)) < 20_000, f"no message says how far the text was cut: {shown!r}"
 
 
 # --- checkpoints: a directory from the link, an upload ------------------------------------------
@@ -374,10 +386,7 @@ MEDIUM_TEXT_10 = "one two three four five six seven eight nine ten"
 # slider, one generated token no step slider) comes back with its old value above its new maximum.
 
 
-@pytest.mark.parametrize(
-    "page",
-    [pytest.param(p, id=n) for p, n in zip(PAGES, PAGE_IDS)],
-)
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
 def test_widgets_survive_their_range_shrinking(page):
     """Widgets whose range follows the input (a token position, a generation step, a layer, a head)
     hold large values; then the text gets shorter (so short one slider disappears for a run), a bit

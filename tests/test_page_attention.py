@@ -20,7 +20,8 @@ TINY_NAME = "tiny (teaching)"
 TINY = PRESETS[TINY_NAME]
 HEAD_DIM = TINY["emb_dim"] // TINY["n_heads"]
 BATCH = [encode("Every effort moves you"), encode("Every day holds a")]
-SCORES, MASK, SCALED, WEIGHTS, UNIFORMITY, GRID, CONTEXT = range(7)  # the page's charts, in order
+SCORES, MASK, SCALED, WEIGHTS, TAB = range(5)  # the page's charts, in order; TAB: the open tab's one chart
+VIEWS = {"How even": "uniform", "All heads": "heads of layer", "Context vectors": "Context vectors"}
 
 
 def tiny_page(**params):
@@ -42,17 +43,20 @@ def torch_weights(model, layer: int) -> np.ndarray:
     return sdpa_weights(model, trace(model, BATCH, keep=(name,))[name], layer)
 
 
+# The widgets at their upper limits; dropout off so torch's weights can be compared.
+LAST = {"layer": "1", "head": "3", "att_row": "1", "dropout": "false"}
+
+
 @pytest.fixture(scope="module")
 def last_layer_head():
-    # The widgets at their upper limits; dropout off so torch's weights can be compared.
-    return tiny_page(layer="1", head="3", att_row="1", dropout="false")
+    return tiny_page(**LAST)
 
 
 def test_weights_shown_equal_torch_sdpa_and_the_scores_shown(last_layer_head, tiny_model):
     at = last_layer_head
     assert errors(at) == []
     shown = charts(at)
-    assert len(shown) == 7
+    assert len(shown) == 5
     weights, scores = array(shown[WEIGHTS]["data"][0]["z"]), array(shown[SCORES]["data"][0]["z"])
     np.testing.assert_allclose(weights, torch_weights(tiny_model, 1)[1, 3], atol=1e-6)  # row 1, head 3
     # softmax(mask(scores) / sqrt(head_dim)) in numpy, from the displayed scores alone
@@ -72,8 +76,9 @@ def test_titles_labels_and_grid_follow_the_widgets(last_layer_head):
     shown = charts(last_layer_head)
     assert "layer 1, head 3" in title(shown[SCORES])
     assert shown[WEIGHTS]["data"][0]["y"] == ["0: Every", "1: ␣day", "2: ␣holds", "3: ␣a"]  # batch row 1
-    assert len(shown[GRID]["data"]) == TINY["n_heads"] and "layer 1" in title(shown[GRID])
-    np.testing.assert_allclose(array(shown[GRID]["data"][3]["z"]), array(shown[WEIGHTS]["data"][0]["z"]))
+    grid = charts(tiny_page(**LAST, att_view="All heads"))[TAB]
+    assert len(grid["data"]) == TINY["n_heads"] and "layer 1" in title(grid)
+    np.testing.assert_allclose(array(grid["data"][3]["z"]), array(shown[WEIGHTS]["data"][0]["z"]))
     page = texts(last_layer_head)
     assert "every row sums to 1" in page and "every weight above the diagonal is 0" in page
     assert "(B, n_heads, T, T) = (2, 4, 4, 4)" in page
@@ -96,6 +101,14 @@ def test_out_of_range_or_malformed_links_show_the_nearest_view(params, shown_lay
     assert f"layer {shown_layer}, head {shown_head}" in title(charts(at)[SCORES])
 
 
+@pytest.mark.parametrize("view", VIEWS)
+def test_each_tab_draws_its_own_chart_and_only_that(view):
+    """Only the open tab is computed: the four steps plus that tab's one chart."""
+    shown = charts(tiny_page(**LAST, att_view=view))
+    assert len(shown) == 5 and VIEWS[view] in title(shown[TAB])
+    assert not any(VIEWS[other] in title(c) for other in VIEWS if other != view for c in shown)
+
+
 def test_malformed_batch_row_falls_back_to_row_0():
     at = tiny_page(att_row="7")
     assert errors(at) == []
@@ -116,7 +129,7 @@ def test_mix_without_attention_explains_there_is_no_attention():
 
 def test_mix_with_attention_draws_it():
     at = run_page(PAGE, model="mix", parts=["attention"], preset=TINY_NAME)
-    assert errors(at) == [] and len(charts(at)) == 7
+    assert errors(at) == [] and len(charts(at)) == 5
 
 
 def test_edited_text_beyond_the_context_is_cut_and_drawn():
@@ -158,5 +171,5 @@ def test_trained_checkpoint_is_not_called_random(tmp_path):
     torch.manual_seed(0)
     directory = save_gpt2(GPTModel({**TINY, "qkv_bias": True}), tmp_path / "tiny-gpt2")
     at = run_page(PAGE, model="pretrained", weights_dir=str(directory))
-    assert errors(at) == [] and len(charts(at)) == 7
+    assert errors(at) == [] and len(charts(at)) == 5
     assert "This model has trained weights" in texts(at) and "weights are random" not in texts(at)

@@ -6,7 +6,7 @@ import torch
 
 from gptviz import GPT_CONFIG_124M, PRESETS, ModelSpec, build_model, config_key, encode, trace
 from gptviz.generation import generate, generate_text_simple
-from gptviz.stepper import format_picks, parse_picks, walk
+from gptviz.stepper import PrefixLogits, format_picks, parse_picks, walk
 
 TINY = PRESETS["tiny (teaching)"]
 
@@ -18,6 +18,24 @@ def tiny_gpt():
 
 def last_logits(model):
     return lambda ids: trace(model, ids[-TINY["context_length"]:], keep=("logits",))["logits"][0, -1]
+
+
+@pytest.mark.parametrize("kind, parts", [("GPTModel", None), ("DummyGPTModel", None),
+                                         ("GPTModel", ("feed_forward", "layer_norm")), ("GPTModel", ("attention",))])
+def test_prefix_logits_equal_a_full_forward_pass_of_each_prefix(kind, parts):
+    """The KV-cached logits of a growing prefix equal the course's forward pass over the whole
+    (cropped) prefix, for every kind of model, also once the window slides and after a jump."""
+    spec = ModelSpec(kind=kind, config=config_key(TINY), seed=3, **({"parts": frozenset(parts)} if parts else {}))
+    model = build_model(spec).model
+    full = last_logits(model)
+    decoder = PrefixLogits(model, TINY["context_length"])
+    ids = encode("word " * 58)[:58]  # context 64: the window slides after 6 steps
+    for step in range(10):
+        got = decoder(ids)
+        np.testing.assert_allclose(got, full(ids), atol=2e-5, rtol=0, err_msg=f"{kind} {parts}, step {step}")
+        ids = [*ids, int(np.argmax(got))]
+    for other in (ids[:20], [5, 6, 7], ids[:21]):  # a prefix that does not extend the last one, then one that does
+        np.testing.assert_allclose(decoder(other), full(other), atol=2e-5, rtol=0)
 
 
 def test_greedy_walk_equals_generate_text_simple(tiny_gpt):
