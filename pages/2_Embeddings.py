@@ -69,14 +69,7 @@ tok, pos, emb, drop = (tr[name] for name in ("tok_emb", "pos_emb", "embeddings",
 
 # --- the three matrices ---------------------------------------------------------------------
 st.subheader(f"Row {row}: {T} tokens, each a vector of {D} numbers")
-# Side by side while nothing is thinned; thinned heatmaps need the width for their longer titles.
-side_by_side = T * D <= emb_charts.EMB_HEATMAP_CELLS
-left, right = st.columns(2) if side_by_side else (st.container(), st.container())
-with left:
-    ui.plot(emb_charts.embedding_heatmap(tok[row], labels, "tok_emb", "the token's row of tok_emb"))
-with right:
-    ui.plot(emb_charts.embedding_heatmap(pos, labels, "pos_emb", "the position's row of pos_emb"))
-ui.plot(emb_charts.embedding_heatmap(emb[row], labels, "embeddings", "tok_emb + pos_emb"))
+ui.plot(emb_charts.embedding_panels(tok[row], pos, emb[row], labels))
 st.dataframe(emb_charts.scale_table({"tok_emb": tok, "pos_emb": pos, "tok_emb + pos_emb": emb}), hide_index=True)
 st.caption(
     "`nn.Embedding` starts every weight at random from N(0, 1): mean 0, standard deviation 1. The sum of "

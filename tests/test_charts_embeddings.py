@@ -9,30 +9,54 @@ from gptviz.charts.common import position_labels
 RNG = np.random.default_rng(123)
 
 
+def test_embedding_panels_title_axes_and_values():
+    tok, pos = RNG.standard_normal((2, 4, 768)).astype(np.float32)
+    labels = position_labels([6109, 3626, 6100, 345])
+    fig = ec.embedding_panels(tok, pos, tok + pos, labels)
+    assert "(4, 768)" in fig.layout.title.text and "showing" not in fig.layout.title.text
+    panel_titles = [a.text for a in fig.layout.annotations]
+    assert [t.split(":")[0] for t in panel_titles] == ["<b>tok_emb</b>", "<b>pos_emb</b>", "<b>tok_emb + pos_emb</b>"]
+    assert "embedding dimension" in fig.layout.xaxis3.title.text and "token" in fig.layout.yaxis2.title.text
+    for trace, z, name in zip(fig.data, (tok, pos, tok + pos), ("tok_emb", "pos_emb", "tok_emb + pos_emb")):
+        assert list(trace.y) == ["0: Every", "1: ␣effort", "2: ␣moves", "3: ␣you"]
+        np.testing.assert_array_equal(np.asarray(trace.z), z)  # the default text: all 768 columns, nothing thinned
+        assert trace.coloraxis == "coloraxis" and name + " %{z:.4f}" in trace.hovertemplate
+    assert fig.layout.coloraxis.cmid == 0  # one diverging scale: white at zero, the three comparable
+
+
+@pytest.mark.parametrize("T", [10, 32, 1024])
+def test_embedding_panels_thin_evenly_and_say_so(T):
+    z = RNG.standard_normal((T, 768)).astype(np.float32)
+    labels = position_labels(RNG.integers(0, 50257, T))
+    fig = ec.embedding_panels(z, z * 2, z * 3, labels)
+    shown = np.asarray(fig.data[0].z)
+    assert shown.size <= ec.EMB_PANEL_CELLS
+    x = np.asarray(fig.data[0].x)
+    if T <= 10:  # short texts keep every dimension
+        assert list(x) == list(range(768)) and "showing" not in fig.layout.title.text
+    else:
+        assert f"showing {len(x)} of 768 columns, evenly spaced" in fig.layout.title.text
+        # exactly evenly spaced: plotly then draws the heatmap as one crisp image, not brick by brick
+        assert len(set(np.diff(x))) == 1 and len(set(np.diff([labels.index(y) for y in fig.data[0].y]))) <= 1
+    # every value shown is a real value, at the row and column its axis labels name; same cells in each panel
+    row, col = min(5, len(shown) - 1), 7
+    for k, trace in enumerate(fig.data, start=1):
+        assert trace.z[row][col] == k * z[labels.index(trace.y[row]), trace.x[col]]
+    if T == 1024:
+        ratio = ec.dropout_ratio(z, z * (RNG.random(z.shape) > 0.1) / 0.9)
+        mask = ec.dropout_mask_heatmap(ratio, labels, 0.1)
+        # the three panels and the dropout mask stay well under the 1.5 MB budget
+        assert len(fig.to_json()) + len(mask.to_json()) < 900_000
+
+
 def test_embedding_heatmap_title_axes_and_values():
+    """One matrix alone (benchmarks/bench_charts.py builds it)."""
     z = RNG.standard_normal((4, 768)).astype(np.float32)
     labels = position_labels([6109, 3626, 6100, 345])
     fig = ec.embedding_heatmap(z, labels, "tok_emb", "the token's row")
     assert "tok_emb" in fig.layout.title.text and "(4, 768)" in fig.layout.title.text
-    assert "embedding dimension" in fig.layout.xaxis.title.text and "token" in fig.layout.yaxis.title.text
     assert list(fig.data[0].y) == ["0: Every", "1: ␣effort", "2: ␣moves", "3: ␣you"]
-    np.testing.assert_array_equal(np.asarray(fig.data[0].z), z)  # small: nothing thinned
-    assert "%{z:.4f}" in fig.data[0].hovertemplate
-
-
-def test_embedding_heatmaps_of_a_full_context_fit_the_page_budget():
-    z = RNG.standard_normal((1024, 768)).astype(np.float32)
-    labels = position_labels(RNG.integers(0, 50257, 1024))
-    fig = ec.embedding_heatmap(z, labels, "embeddings", "sum")
-    shown = np.asarray(fig.data[0].z)
-    assert shown.size <= ec.EMB_HEATMAP_CELLS and "showing" in fig.layout.title.text
-    # every value shown is a real value, at the row and column its axis label names
-    row, col = 5, 7
-    assert shown[row, col] == z[labels.index(fig.data[0].y[row]), fig.data[0].x[col]]
-    ratio = ec.dropout_ratio(z, z * (RNG.random(z.shape) > 0.1) / 0.9)
-    mask = ec.dropout_mask_heatmap(ratio, labels, 0.1)
-    # four heatmaps per page (tok_emb, pos_emb, sum, dropout) stay well under the 1.5 MB budget
-    assert 3 * len(fig.to_json()) + len(mask.to_json()) < 900_000
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), z)
 
 
 def test_dropout_ratio_and_stats_count_the_zeroed_entries():

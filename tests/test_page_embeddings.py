@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from apptest_helpers import charts, errors, run_page, texts
+from plotly_arrays import array
 from gptviz import GPT_CONFIG_124M, PRESETS, DummyGPTModel, GPTModel
 from gptviz.tokenizer import encode
 
@@ -55,10 +56,16 @@ def test_default_numbers_equal_the_seed_model(default, seed_model):
 
 def test_default_heatmaps_and_dropout_counts(default, seed_model):
     _, x, drop_emb = seed_model
-    titles = [fig["layout"]["title"]["text"] for fig in charts(default)]
-    assert any(t.startswith("tok_emb") and "(4, 768)" in t for t in titles)
-    assert any(t.startswith("pos_emb") and "(4, 768)" in t for t in titles)
-    assert any(t.startswith("embeddings") for t in titles) and any(t.startswith("drop_emb / embeddings") for t in titles)
+    figs = charts(default)
+    titles = [fig["layout"]["title"]["text"] for fig in figs]
+    panels = next(fig for fig in figs if "(4, 768) matrices" in fig["layout"]["title"]["text"])
+    assert "showing" not in panels["layout"]["title"]["text"]  # the default text: every value drawn
+    assert [a["text"].split(":")[0] for a in panels["layout"]["annotations"]] == [
+        "<b>tok_emb</b>", "<b>pos_emb</b>", "<b>tok_emb + pos_emb</b>"]
+    z = [array(trace["z"]) for trace in panels["data"]]
+    np.testing.assert_allclose(z[2], x[0].numpy(), atol=1e-6)  # the sum panel is the seed model's row 0
+    np.testing.assert_allclose(z[0] + z[1], z[2], atol=1e-5)
+    assert any(t.startswith("drop_emb / embeddings") for t in titles)
     assert any("PCA of tok_emb" in t for t in titles) and any("PCA of tok_emb + pos_emb" in t for t in titles)
     metrics = {m.label: m.value for m in default.get("metric")}
     zeroed = int((drop_emb == 0).sum())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .common import MAX_HEATMAP_CELLS, axis_name, grid, heatmap, layout, thin
+from .common import DIVERGING, MAX_HEATMAP_CELLS, axis_name, grid, heatmap, layout, thin, thin_matrix, thinning_note
 
 MAX_SCATTER_POINTS = 1000  # PCA points drawn; more are thinned evenly
 MAX_TEXT_LABELS = 40  # above this many points the labels move to the hover text
@@ -18,6 +18,10 @@ KEPT_COLOR, DROPPED_COLOR = "#dbeafe", "#d62728"
 # The page draws four (T, emb_dim) heatmaps; half the usual cells each keeps a 1024-token
 # page under the 1.5 MB budget (about 140 kB per heatmap) and still shows 141 x 141 values.
 EMB_HEATMAP_CELLS = MAX_HEATMAP_CELLS // 2
+# Cells per panel of `embedding_panels`: 10 tokens x 768 stay whole; 32 tokens show every
+# 3rd dimension (256 columns: about 2-3 screen pixels each, where 768 would be under one).
+# Measured in the browser (bench_app.py warm, 32 tokens): fewer cells draw faster.
+EMB_PANEL_CELLS = 8192
 
 
 def embedding_heatmap(z, labels, name: str, what: str, max_cells: int = EMB_HEATMAP_CELLS) -> go.Figure:
@@ -29,6 +33,46 @@ def embedding_heatmap(z, labels, name: str, what: str, max_cells: int = EMB_HEAT
         y_title="token (position: piece)", y_labels=labels, max_cells=max_cells,
         hover="%{y}<br>dim %{x}<br>" + name + " %{z:.4f}", colorbar_title=name,
     )
+
+
+def embedding_panels(tok, pos, total, labels, max_cells: int = EMB_PANEL_CELLS) -> go.Figure:
+    """tok_emb, pos_emb and their sum as three stacked heatmap panels of one figure.
+
+    Each is (T, emb_dim): a row per token, a column per embedding dimension. One colour
+    scale for all three, so they compare (the sum spreads wider), and one x axis. The same
+    rows and columns are kept in every panel (thinned evenly, said in the title).
+    """
+    parts = [("tok_emb", "the token's row of tok_emb", tok), ("pos_emb", "the position's row of pos_emb", pos),
+             ("tok_emb + pos_emb", "the sum the model goes on with", total)]
+    mats = [np.asarray(z, dtype=np.float32) for _, _, z in parts]
+    T, D = mats[0].shape
+    _, rows, cols = thin_matrix(mats[0], max_cells)
+    y = [labels[i] for i in rows]
+    panel = max(80, min(450, 14 * len(rows)))  # px per panel: 14 px a row, room for every token label
+    gap, top, bottom = 55, 70, 50
+    height = 3 * panel + 2 * gap + top + bottom
+    axes, panels = grid(3, 1, titles=[f"<b>{name}</b>: {what}" for name, what, _ in parts],
+                        vertical_spacing=gap / (height - top - bottom), title_size=13)
+    traces = []
+    for i, ((name, _, _), z, where) in enumerate(zip(parts, mats, panels)):
+        traces.append(dict(
+            type="heatmap", z=z[np.ix_(rows, cols)], x=cols, y=y, coloraxis="coloraxis",
+            hovertemplate="%{y}<br>dim %{x}<br>" + name + " %{z:.4f}<extra></extra>", **where,
+        ))
+        axes[axis_name(i, "y")].update(
+            type="category", autorange="reversed", tickfont={"size": 11},
+            title={"text": "token (position: piece)" if i == 1 else ""},
+            **({"dtick": 1} if len(rows) <= 32 else {}),  # every label while they fit; plotly would skip some
+        )
+        if i < 2:
+            axes[axis_name(i, "x")].update(matches="x3", showticklabels=False)
+    axes["xaxis3"]["title"] = {"text": f"embedding dimension (0 .. {D - 1})"}
+    notes = thinning_note(len(cols), D, "columns") + thinning_note(len(rows), T, "rows")
+    title = f"Three ({T}, {D}) matrices, one colour scale" + notes
+    return go.Figure(traces, layout(
+        title, height, margin={"t": top, "b": bottom},
+        coloraxis={"colorscale": DIVERGING, "cmid": 0, "colorbar": {"title": {"text": "value"}}}, **axes,
+    ))
 
 
 def scale_table(arrays: dict) -> pd.DataFrame:
