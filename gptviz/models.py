@@ -10,6 +10,12 @@ Two additions the course does not have, both optional and off by default:
   (the trace). Nothing is registered on the module, so a model shared by many sessions
   is never mutated.
 - `kv_cache`: a `KVCache` that lets generation feed only the new token each step.
+
+Generation's fast path: when a KV cache is given, nothing is recorded and the model is in
+eval mode (see `_fast_path`), the blocks compute the same function with PyTorch's fused
+kernels (`F.layer_norm`, `F.gelu`, `F.scaled_dot_product_attention`, one matrix for the
+query, key and value projections): the same numbers to float rounding (~1e-6), in fewer
+and faster operations. Traces and the plain forward always run the course's lines.
 """
 
 from __future__ import annotations
@@ -83,6 +89,15 @@ def _save(recorder: Recorder | None, name: str, tensor: torch.Tensor) -> None:
 def _drop(module: nn.Dropout, x: torch.Tensor, recorder: Recorder | None) -> torch.Tensor:
     """nn.Dropout as the course uses it, unless a trace supplies its own masks."""
     return module(x) if recorder is None else recorder.dropout(module, x)
+
+
+def _fast_path(module: nn.Module, recorder: Recorder | None, kv_cache) -> bool:
+    """Generation's fast path: a KV cache is given, nothing is recorded, dropout is off.
+
+    Only then may a module replace the course's step-by-step arithmetic with fused kernels:
+    no intermediate has to be shown, and none of them is random.
+    """
+    return kv_cache is not None and recorder is None and not module.training
 
 
 @dataclass
@@ -178,7 +193,7 @@ class _GPTForward(nn.Module):
                 _save(recorder, "input", x)
                 x = block(x, recorder=recorder, kv_cache=kv_cache, layer=i)
                 _save(recorder, "output", x)
-        x = self.final_norm(x)
+        x = _layer_norm_fused(self.final_norm, x) if _fast_path(self, recorder, kv_cache) else self.final_norm(x)
         _save(recorder, "final_norm", x)
         if last_only:
             x = x[:, -1:, :]  # generation needs only the next token's logits: skip the rest
@@ -222,6 +237,16 @@ class LayerNorm(nn.Module):
         norm_x = (x - mean) / torch.sqrt(var + self.eps)
         return self.scale * norm_x + self.shift
 
+    def fused(self, x):
+        """forward() in one kernel, for generation's fast path: F.layer_norm also uses the
+        biased variance with eps inside the square root, then scales and shifts."""
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+def _layer_norm_fused(norm, x):
+    """The fast path's norm: fused for the course's LayerNorm; a placeholder returns x."""
+    return norm.fused(x) if isinstance(norm, LayerNorm) else norm(x)
+
 
 class GELU(nn.Module):
     """The tanh approximation GPT-2 was trained with."""
@@ -244,6 +269,13 @@ class FeedForward(nn.Module):
         _save(recorder, "ff.hidden", hidden)
         return self.layers[2](hidden)
 
+    def fused(self, x):
+        """forward() for generation's fast path: GELU's tanh formula in one kernel (and
+        F.linear(x, layer.weight, layer.bias), which is layer(x) without nn.Module's call)."""
+        expand, _, project = self.layers
+        hidden = F.gelu(F.linear(x, expand.weight, expand.bias), approximate="tanh")
+        return F.linear(hidden, project.weight, project.bias)
+
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -263,11 +295,18 @@ class MultiHeadAttention(nn.Module):
             "mask", torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1),
             persistent=False,
         )
+        # Not in the course: W_query, W_key and W_value keep their own initial values (and the
+        # random draws are the course's), but their weights (and biases) are moved into one
+        # block of memory, one after the other, so generation can multiply by all three at
+        # once (see `_qkv`). Nothing is duplicated: the Linear layers are views of it.
+        _stack_in_one_storage(self.W_query, self.W_key, self.W_value)
 
     def _heads(self, t, b, n):
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
 
     def forward(self, x, recorder=None, kv_cache: KVCache | None = None, layer=0):
+        if _fast_path(self, recorder, kv_cache):
+            return self._generation_step(x, kv_cache, layer)
         b, num_tokens, d_in = x.shape
         keys = self._heads(self.W_key(x), b, num_tokens)
         queries = self._heads(self.W_query(x), b, num_tokens)
@@ -277,16 +316,6 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             keys, values = kv_cache.extend(layer, keys, values)
             start = keys.shape[2] - num_tokens
-        if kv_cache is not None and recorder is None and not self.training:
-            # Generation's fast path: the same softmax(Q K^T / sqrt(head_dim)) V as below, in one
-            # fused kernel (nothing is recorded and dropout is off). One new token may look at
-            # every cached one, so it needs no mask.
-            mask_bool = self.mask[start : start + num_tokens, : start + num_tokens]
-            attn_mask = None if num_tokens == 1 else ~mask_bool  # True = may attend
-            context_vec = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
-            context_vec = context_vec.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-            return self.out_proj(context_vec)
-
         attn_scores = queries @ keys.transpose(2, 3)  # (B, n_heads, T_new, T_all)
         _save(recorder, "att.scores", attn_scores)
         mask_bool = self.mask[start : start + num_tokens, : start + num_tokens]
@@ -299,6 +328,71 @@ class MultiHeadAttention(nn.Module):
         context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)  # heads side by side
         _save(recorder, "att.context", context_vec)
         return self.out_proj(context_vec)
+
+    # --- Generation's fast path (see `_fast_path`): the same attention, fused -------------
+
+    def _generation_step(self, x, kv_cache: KVCache, layer: int):
+        b, num_tokens, _ = x.shape
+        qkv = self._qkv(x).view(b, num_tokens, 3, self.num_heads, self.head_dim)
+        queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, n_heads, T, head_dim)
+        keys, values = kv_cache.extend(layer, keys, values)
+        start = keys.shape[2] - num_tokens  # absolute position of the first new token
+        # softmax(Q K^T / sqrt(head_dim)) V with the causal mask, in one kernel. A single new
+        # token may look at every cached one, so it needs no mask.
+        attn_mask = None
+        if num_tokens > 1:
+            attn_mask = ~self.mask[start : start + num_tokens, : start + num_tokens]  # True = may attend
+        context_vec = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask)
+        context_vec = context_vec.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # heads side by side
+        return F.linear(context_vec, self.out_proj.weight, self.out_proj.bias)  # = self.out_proj(...)
+
+    def _qkv(self, x):
+        """Queries, keys and values side by side, (B, T, 3 * d_out), in one matrix multiplication.
+
+        Reading the three weight matrices in one pass is faster than in three. It needs them
+        stacked in memory, as the constructor leaves them; if they no longer are (after
+        `.to()`, `copy.deepcopy` or `load_state_dict(..., assign=True)` with separate
+        tensors), the three projections are computed one by one, with the same result.
+        """
+        linears = (self.W_query, self.W_key, self.W_value)
+        weight = _stacked([lin.weight for lin in linears])
+        if weight is None:
+            return torch.cat([lin(x) for lin in linears], dim=-1)
+        bias = None
+        if self.W_query.bias is not None:
+            biases = [lin.bias for lin in linears]
+            bias = _stacked(biases)
+            bias = torch.cat(biases) if bias is None else bias  # 3 * d_out numbers: cheap
+        return F.linear(x, weight, bias)
+
+
+def _stack_in_one_storage(*linears: nn.Linear) -> None:
+    """Make the linears' weights (and biases) consecutive views of one tensor, values unchanged."""
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            params = [getattr(lin, name) for lin in linears]
+            if params[0] is None:
+                continue
+            stacked = torch.cat(params)  # (n * d_out, d_in): the rows of each, one after another
+            for lin, old, part in zip(linears, params, stacked.split([p.shape[0] for p in params])):
+                setattr(lin, name, nn.Parameter(part, requires_grad=old.requires_grad))
+
+
+def _stacked(tensors):
+    """The tensors (of one shape) stacked along dim 0 as one, without copying, if memory
+    holds them that way: contiguous, each starting where the previous one ends; else None."""
+    first = tensors[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None  # autograd would credit the whole view's gradient to the first tensor
+    end = first.data_ptr()
+    for t in tensors:
+        if t.data_ptr() != end or t.shape != first.shape or t.dtype != first.dtype or not t.is_contiguous():
+            return None
+        end += t.nbytes
+    storage = first.untyped_storage()
+    if end > storage.data_ptr() + storage.nbytes():
+        return None  # adjacent addresses, but not one block of memory
+    return first.as_strided((len(tensors) * first.shape[0], *first.shape[1:]), first.stride())
 
 
 class PlaceholderSublayer(nn.Module):
@@ -334,6 +428,8 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
 
     def forward(self, x, recorder=None, kv_cache=None, layer=0):
+        if _fast_path(self, recorder, kv_cache):
+            return self._generation_step(x, kv_cache, layer)
         shortcut = x
         x = self.norm1(x)
         _save(recorder, "norm1", x)
@@ -350,6 +446,13 @@ class TransformerBlock(nn.Module):
         _save(recorder, "ff.out", x)
         x = _drop(self.drop_shortcut, x, recorder)
         return x + shortcut  # shortcut connection around feed-forward
+
+    def _generation_step(self, x, kv_cache: KVCache, layer: int):
+        """forward() on generation's fast path: nothing to record, dropout off (so left out),
+        fused LayerNorm and feed-forward kernels."""
+        x = x + self.att(_layer_norm_fused(self.norm1, x), kv_cache=kv_cache, layer=layer)
+        h = _layer_norm_fused(self.norm2, x)
+        return x + (self.ff.fused(h) if isinstance(self.ff, FeedForward) else self.ff(h))
 
 
 class GPTModel(_GPTForward):

@@ -350,8 +350,11 @@ def _course_state_dict(f, names: dict[str, str], cfg: dict, tied: bool) -> dict[
             tensor = get(f"h.{i}.{key}")
             if isinstance(ours, tuple):
                 # After the transpose c_attn.weight is (3*emb_dim, emb_dim): rows are q | k | v.
+                # The three parts stay views of that one tensor (chunks of a contiguous tensor
+                # need no copy), so the loaded W_query, W_key and W_value are stacked in memory
+                # as a freshly built model's are, and generation's fused projection applies.
                 for target, part in zip(ours, tensor.chunk(3, dim=0)):
-                    state[f"trf_blocks.{i}.{target}"] = part.contiguous()
+                    state[f"trf_blocks.{i}.{target}"] = part
             else:
                 state[f"trf_blocks.{i}.{ours}"] = tensor
     state["out_head.weight"] = state["tok_emb.weight"] if tied else get(LM_HEAD)

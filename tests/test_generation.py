@@ -14,6 +14,8 @@ The 124M model is built once; everything else uses tiny configs.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -160,6 +162,15 @@ def test_models_without_attention_generate_with_the_cache_too(make):
     # Prefill 3 tokens, one token per step until 16 fill the context, then a full window
     # (cropped: every position moves) per step.
     assert fed == [3] + [1] * 13 + [16] * 6
+
+
+def test_generate_with_query_key_value_bias_and_with_separate_weights(tiny):
+    """qkv_bias=True (as in GPT-2), and weights no longer in one block (deepcopy): the
+    fast path's fused or fallback projection gives the course's tokens either way."""
+    biased = build({**TINY, "qkv_bias": True})
+    for model in (biased, copy.deepcopy(biased), copy.deepcopy(tiny)):
+        prompt = ids(5, batch=2, seed=11)
+        assert torch.equal(generate(model, prompt, 14, 16), generate_text_simple(model, prompt, 14, 16))
 
 
 def test_matches_transformers_greedy_generate(tmp_path):

@@ -13,6 +13,7 @@ The 124M models are built once per module; everything else uses tiny configs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -22,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptviz.build import GPT, SKELETON, BuiltModel, ModelSpec, build_model
-from gptviz.config import GPT_CONFIG_124M, ConfigError, config_key
+from gptviz.config import GPT_CONFIG_124M, ConfigError, config_key, total_parameters
 from gptviz.generation import generate_text_simple
 from gptviz.models import (
     ALL_PARTS,
@@ -34,6 +35,7 @@ from gptviz.models import (
     LayerNorm,
     MultiHeadAttention,
     TransformerBlock,
+    _stacked,
 )
 from gptviz.tokenizer import decode, encode
 
@@ -498,6 +500,139 @@ def test_last_only_gives_just_the_last_positions_logits(tiny_eval_model):
         step = tiny_eval_model(ids[:, 5:7], kv_cache=cache, last_only=True)
     assert last.shape == step.shape == (2, 1, TINY["vocab_size"])
     torch.testing.assert_close(torch.cat([last, step], dim=1), full[:, [4, 6]], atol=1e-5, rtol=1e-5)
+
+
+# --- Generation's fast path: fused kernels, the same numbers -------------------------------
+
+
+def _qkv_linears(mha):
+    return mha.W_query, mha.W_key, mha.W_value
+
+
+def _fused_weights(mha):
+    """The stacked (3 * d_out, d_in) view the fast path multiplies by, or None (fallback)."""
+    with torch.no_grad():
+        return _stacked([lin.weight for lin in _qkv_linears(mha)])
+
+
+def _cached_logits(model, ids, chunks):
+    cache, pieces, start = KVCache(), [], 0
+    for size in chunks:
+        pieces.append(model(ids[:, start : start + size], kv_cache=cache))
+        start += size
+    return torch.cat(pieces, dim=1)
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_query_key_value_weights_are_one_block_holding_the_courses_values(qkv_bias):
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(d_in=16, d_out=8, context_length=12, dropout=0.0, num_heads=2, qkv_bias=qkv_bias)
+    next_draw = torch.rand(3)
+    torch.manual_seed(1)  # the course's constructor, line for line
+    expected = [torch.nn.Linear(16, 8, bias=qkv_bias) for _ in range(3)] + [torch.nn.Linear(8, 8)]
+    assert torch.equal(torch.rand(3), next_draw)  # stacking the weights drew no random numbers
+    for ours, theirs in zip([*_qkv_linears(mha), mha.out_proj], expected):
+        assert torch.equal(ours.weight, theirs.weight)
+        assert (ours.bias is None) == (theirs.bias is None)
+        if ours.bias is not None:
+            assert torch.equal(ours.bias, theirs.bias)
+    q, k, v = (lin.weight for lin in _qkv_linears(mha))
+    assert q.untyped_storage().data_ptr() == k.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
+    assert k.data_ptr() == q.data_ptr() + q.nbytes and v.data_ptr() == k.data_ptr() + k.nbytes
+    assert torch.equal(_fused_weights(mha), torch.cat([q, k, v]))
+    assert [p.shape for p in mha.parameters()] == [p.shape for m in expected for p in m.parameters()]
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_fused_query_key_value_projection_equals_three_matmuls(qkv_bias):
+    torch.manual_seed(2)
+    mha = MultiHeadAttention(d_in=16, d_out=16, context_length=12, dropout=0.1, num_heads=4, qkv_bias=qkv_bias).eval()
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        assert _fused_weights(mha) is not None  # the fused path is the one tested
+        expected = torch.cat([mha.W_query(x), mha.W_key(x), mha.W_value(x)], dim=-1)
+        torch.testing.assert_close(mha._qkv(x), expected, atol=1e-5, rtol=0)
+        cache = KVCache()
+        torch.testing.assert_close(mha(x, kv_cache=cache), mha(x), atol=1e-5, rtol=0)  # fast vs course's path
+
+
+def test_fused_layer_norm_and_feed_forward_equal_the_courses():
+    torch.manual_seed(3)
+    norm, ff = LayerNorm(16), FeedForward({**TINY, "emb_dim": 16})
+    with torch.no_grad():
+        norm.scale.normal_()
+        norm.shift.normal_()
+    x = torch.randn(2, 5, 16) * 3 + 1
+    with torch.no_grad():
+        torch.testing.assert_close(norm.fused(x), norm(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(ff.fused(x), ff(x), atol=1e-5, rtol=0)
+
+
+def _break_by_load_state_dict_assign(model):
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    return model
+
+
+def _break_by_replacing_one_weight(model):
+    att = model.trf_blocks[0].att
+    att.W_key.weight = torch.nn.Parameter(att.W_key.weight.detach().clone(), requires_grad=False)
+    return model
+
+
+def _break_only_the_biases(model):
+    for block in model.trf_blocks:
+        block.att.W_value.bias = torch.nn.Parameter(block.att.W_value.bias.detach().clone(), requires_grad=False)
+    return model
+
+
+@pytest.mark.parametrize(
+    "break_storage, weights_stacked",
+    [
+        (copy.deepcopy, False),
+        (lambda m: m.to(torch.float64), False),
+        (_break_by_load_state_dict_assign, False),
+        (_break_by_replacing_one_weight, False),
+        (_break_only_the_biases, True),
+    ],
+    ids=["deepcopy", "to(float64)", "load_state_dict(assign=True)", "one weight replaced", "a bias replaced"],
+)
+def test_fast_path_falls_back_to_three_matmuls_when_the_weights_are_not_one_block(tiny_eval_model, break_storage,
+                                                                                  weights_stacked):
+    torch.manual_seed(11)  # tiny_eval_model's recipe: a fresh model, its q/k/v in one block
+    model = break_storage(GPTModel({**TINY, "qkv_bias": True}).eval())
+    assert (_fused_weights(model.trf_blocks[0].att) is not None) == weights_stacked
+    ids = torch.randint(0, TINY["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = tiny_eval_model(ids).to(model.out_head.weight.dtype)
+        torch.testing.assert_close(model(ids), expected, atol=1e-5, rtol=1e-5)  # same weights
+        torch.testing.assert_close(_cached_logits(model, ids, [4, 1, 1, 6]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_state_dict_round_trip_keeps_the_block_and_the_parameter_count(tiny_eval_model, tmp_path):
+    torch.save(tiny_eval_model.state_dict(), tmp_path / "state.pt")
+    torch.manual_seed(99)
+    model = GPTModel({**TINY, "qkv_bias": True}).eval()
+    model.load_state_dict(torch.load(tmp_path / "state.pt"))  # copies into the existing views
+    assert _fused_weights(model.trf_blocks[1].att) is not None
+    for (name, ours), (_, theirs) in zip(model.state_dict().items(), tiny_eval_model.state_dict().items()):
+        assert torch.equal(ours, theirs), name
+    counted = sum(p.numel() for p in model.parameters())
+    assert counted == total_parameters({**TINY, "qkv_bias": True}) == sum(t.numel() for t in model.state_dict().values())
+
+
+def test_fast_path_with_autograd_on_gives_the_courses_gradients():
+    """Outside no_grad (a learner may forget it) the cache and the projections must not
+    share memory in a way autograd cannot follow: gradients equal the plain forward's."""
+    torch.manual_seed(5)
+    model = GPTModel({**TINY, "qkv_bias": True}).eval()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 10), generator=torch.Generator().manual_seed(4))
+    model.zero_grad()
+    model(ids).square().mean().backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    _cached_logits(model, ids, [3, 1, 1, 5]).square().mean().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 # --- Placeholder blocks ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from gptviz.build import GPT, ModelSpec, build_model
 from gptviz.config import PRESETS, config_key
-from gptviz.models import GPTModel
+from gptviz.models import GPTModel, _stacked
 from gptviz.weights import (
     WeightsError,
     config_of,
@@ -116,6 +116,17 @@ def test_loaded_model_is_frozen_in_eval_mode_with_tied_head(hf_dir):
         "vocab_size": 50257, "context_length": 32, "emb_dim": 64, "n_heads": 4,
         "n_layers": 2, "drop_rate": 0.1, "qkv_bias": True,
     }
+
+
+def test_loaded_query_key_value_weights_are_one_block(hf_dir):
+    """c_attn is split into W_query, W_key and W_value as views of one tensor, so the loaded
+    model multiplies by all three at once when generating (see MultiHeadAttention._qkv)."""
+    model = load_gpt2(hf_dir)
+    for block in model.trf_blocks:
+        linears = (block.att.W_query, block.att.W_key, block.att.W_value)
+        with torch.no_grad():
+            assert _stacked([lin.weight for lin in linears]) is not None
+            assert _stacked([lin.bias for lin in linears]) is not None
 
 
 def test_loading_leaves_the_global_rng_alone(hf_dir):
