@@ -15,7 +15,7 @@ with `to_dict()`). This times both, per builder, on the inputs the pages give th
              greedy steps, the Model page's "rms"
 
 Each cell is the best of --repeats runs after one warm-up: build ms, to_json ms, their sum,
-and the kB of JSON. Rows marked * are not drawn with the page's defaults (a toggle, or a
+and the kB of JSON. Rows marked * are not drawn with the page's defaults (a toggle, a closed tab, or a
 text of at most 8 tokens) and are left out of the page totals. No pass/fail: the budget is
 the whole rerun's (<= 300 ms, `bench_app.py warm`); this says how much of it is figures.
 With --baseline (an earlier run's JSON) each row also shows the earlier total and the ratio.
@@ -70,21 +70,17 @@ def page_calls(built, ids: list[int]) -> list[tuple]:
 
     # Embeddings (row 0; position 0 for one token's vectors)
     tok, pos, emb, drop = (tr[n] for n in ("tok_emb", "pos_emb", "embeddings", "drop_emb"))
-    add("Embeddings", "embeddings.embedding_heatmap tok_emb", embeddings.embedding_heatmap, tok[0], labels,
-        "tok_emb", "the token's row of tok_emb")
-    add("Embeddings", "embeddings.embedding_heatmap pos_emb", embeddings.embedding_heatmap, pos, labels,
-        "pos_emb", "the position's row of pos_emb")
-    add("Embeddings", "embeddings.embedding_heatmap embeddings", embeddings.embedding_heatmap, emb[0], labels,
-        "embeddings", "tok_emb + pos_emb")
+    add("Embeddings", "embeddings.embedding_panels", embeddings.embedding_panels, tok[0], pos, emb[0], labels)
     add("Embeddings", "embeddings.dropout_mask_heatmap", embeddings.dropout_mask_heatmap,
         embeddings.dropout_ratio(emb[0], drop[0]), labels, p)
-    add("Embeddings", "embeddings.vector_lines", embeddings.vector_lines, tok[0, 0], pos[0], emb[0, 0], labels[0])
+    add("Embeddings", "embeddings.vector_lines", embeddings.vector_lines, tok[0, 0], pos[0], emb[0, 0], labels[0],
+        default=False)  # the "One token" tab
     point_labels, point_rows = [f"r0·{label}" for label in labels], ["row 0"] * T
     for name, values in (("tok_emb", tok), ("tok_emb + pos_emb", emb)):
         points, names, groups = embeddings.merge_duplicates(values.reshape(T, D), point_labels, point_rows)
         coords, explained = embeddings.pca_2d(points)
         add("Embeddings", f"embeddings.pca_scatter {name}", embeddings.pca_scatter, coords, names, explained,
-            f"PCA of {name}: {len(points)} distinct vectors", groups)
+            f"PCA of {name}: {len(points)} distinct vectors", groups, default=False)  # the PCA tab
 
     # Model
     add("Model", "model.parameters_figure", model.parameters_figure, model.parameter_table(cfg))
@@ -99,10 +95,10 @@ def page_calls(built, ids: list[int]) -> list[tuple]:
     add("Attention", "attention.scaled_figure", attention.scaled_figure, scores, labels, 0, 0, head_dim)
     add("Attention", "attention.weights_figure", attention.weights_figure, weights, labels, 0, 0)
     add("Attention", "attention.uniformity_figure", attention.uniformity_figure, weights, labels, 0, 0)
-    add("Attention", "attention.heads_grid_figure", attention.heads_grid_figure,
-        tr["trf_blocks.0.att.weights"][0], labels, 0)
-    add("Attention", "attention.context_figure", attention.context_figure,
-        tr["trf_blocks.0.att.context"][0, :, :head_dim], labels, 0, 0)
+    add("Attention", "attention.heads_grid_figure", attention.heads_grid_figure,  # the "All heads" tab
+        tr["trf_blocks.0.att.weights"][0], labels, 0, default=False)
+    add("Attention", "attention.context_figure", attention.context_figure,  # the "Context vectors" tab
+        tr["trf_blocks.0.att.context"][0, :, :head_dim], labels, 0, 0, default=False)
 
     # Predictions (row 0, k=5, temperature 1)
     row_logits = tr["logits"][0]

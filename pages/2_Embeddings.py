@@ -55,10 +55,10 @@ def _position_choice(n: int) -> int:
     if st.session_state.get(key) != clamped:
         # The widget would drop an out-of-range value for its default; keep the nearest instead.
         st.session_state[key] = clamped
-    # A float widget shown as a whole number: streamlit 1.67's int number_input raises on
-    # "?emb_token=inf" while seeding from the URL, its float one falls back to the default.
+    # A float widget shown as a whole number ("%.0f": "%d" on a float logs a warning each run):
+    # streamlit 1.67's int number_input raises on "?emb_token=inf" while seeding from the URL.
     return int(st.number_input(
-        f"Position (0 .. {n - 1})", min_value=0.0, max_value=float(n - 1), step=1.0, format="%d",
+        f"Position (0 .. {n - 1})", min_value=0.0, max_value=float(n - 1), step=1.0, format="%.0f",
         key=key, bind="query-params",
     ))
 
@@ -77,61 +77,81 @@ st.caption(
     "here they are as `torch.manual_seed` left them."
 )
 
-# --- dropout --------------------------------------------------------------------------------
-st.subheader("Dropout: `drop_emb`")
-if dropout_on:
-    stats = emb_charts.dropout_stats(emb, drop, p)
-    cols = st.columns(3)
-    cols[0].metric("entries zeroed", f"{stats['zeroed']:,} of {stats['total']:,}",
-                   help="Over the whole batch: B x T x emb_dim entries.")
-    cols[1].metric("expected p x N", f"{stats['expected']:,.1f} ± {stats['expected_std']:.1f}",
-                   help="Each entry is dropped independently with probability p; ± one standard deviation.")
-    cols[2].metric("survivors scaled by", f"{stats['survivor_scale']:.4f}", help=f"1/(1-p) = {stats['scale']:.4f}")
-    ui.plot(emb_charts.dropout_mask_heatmap(emb_charts.dropout_ratio(emb[row], drop[row]), labels, p))
-    st.caption(
-        f"Each entry is zeroed with probability p = {p:g}; the rest are multiplied by 1/(1-p) so the expected "
-        "value stays the same. The seed never calls `model.eval()`, so its dropout is active; switch "
-        "*Dropout active* off in the sidebar to see `drop_emb` equal the sum."
+
+# --- more views of the same numbers: only the open tab is computed ------------------------------
+
+
+def show_dropout() -> None:
+    """drop_emb: which entries dropout zeroed and how the survivors were scaled."""
+    st.markdown("`x = self.drop_emb(x)`: dropout on the summed embeddings.")
+    if dropout_on:
+        stats = emb_charts.dropout_stats(emb, drop, p)
+        cols = st.columns(3)
+        cols[0].metric("entries zeroed", f"{stats['zeroed']:,} of {stats['total']:,}",
+                       help="Over the whole batch: B x T x emb_dim entries.")
+        cols[1].metric("expected p x N", f"{stats['expected']:,.1f} ± {stats['expected_std']:.1f}",
+                       help="Each entry is dropped independently with probability p; ± one standard deviation.")
+        cols[2].metric("survivors scaled by", f"{stats['survivor_scale']:.4f}", help=f"1/(1-p) = {stats['scale']:.4f}")
+        ui.plot(emb_charts.dropout_mask_heatmap(emb_charts.dropout_ratio(emb[row], drop[row]), labels, p))
+        st.caption(
+            f"Each entry is zeroed with probability p = {p:g}; the rest are multiplied by 1/(1-p) so the expected "
+            "value stays the same. The seed never calls `model.eval()`, so its dropout is active; switch "
+            "*Dropout active* off in the sidebar to see `drop_emb` equal the sum."
+        )
+    else:
+        why = f"drop_rate is {p:g}" if p == 0 else "dropout is switched off in the sidebar (as after `model.eval()`)"
+        st.info(f"No dropout here: {why}, so `drop_emb` equals `tok_emb + pos_emb` exactly.", icon=":material/info:")
+
+
+def show_one_token() -> None:
+    """One position's tok_emb, pos_emb and their sum, value by value."""
+    pick, what = st.columns([1, 3], vertical_alignment="bottom")
+    with pick:
+        position = _position_choice(T)
+    token_id = inputs.token_ids[row][position]
+    what.markdown(f"Position **{labels[position]}**, token id **{token_id}**: row {token_id} of `tok_emb` plus "
+                  f"row {position} of `pos_emb`.")
+    vectors = {"tok_emb": tok[row, position], "pos_emb": pos[position], "tok_emb + pos_emb": emb[row, position]}
+    if dropout_on:
+        vectors["drop_emb"] = drop[row, position]
+    table = emb_charts.vector_table(vectors)
+    st.dataframe(table, column_config={"_index": "vector", **{c: st.column_config.NumberColumn(format="%.4f") for c in table}})
+    ui.plot(emb_charts.vector_lines(tok[row, position], pos[position], emb[row, position], labels[position]))
+
+
+def show_pca() -> None:
+    """Every token's vector projected onto its two principal components."""
+    st.markdown(
+        f"Each token is a point in {D} dimensions. PCA finds the two directions along which these points "
+        "spread the most and projects onto them. With **random, untrained** weights the layout is random: "
+        "nearby points mean nothing, and the same token in two places lands on the same spot in `tok_emb`. "
+        "After training, tokens used alike (*cat*, *dog*) sit close together. Adding `pos_emb` moves each "
+        "point by its position's vector."
     )
-else:
-    why = f"drop_rate is {p:g}" if p == 0 else "dropout is switched off in the sidebar (as after `model.eval()`)"
-    st.info(f"No dropout here: {why}, so `drop_emb` equals `tok_emb + pos_emb` exactly.", icon=":material/info:")
+    point_labels = [f"r{r}·{label}" for r in range(B) for label in position_labels(inputs.token_ids[r])]
+    point_rows = [f"row {r}" for r in range(B) for _ in range(T)]
+    left, right = st.columns(2)
+    for column, name, values in ((left, "tok_emb", tok), (right, "tok_emb + pos_emb", emb)):
+        points, names, groups = emb_charts.merge_duplicates(values.reshape(B * T, D), point_labels, point_rows)
+        coords, explained = emb_charts.pca_2d(points)
+        with column:
+            ui.plot(emb_charts.pca_scatter(coords, names, explained, f"PCA of {name}: {len(points)} distinct vectors", groups))
+    st.caption("Equal vectors are one point with their labels joined by =: a token repeated in the text has one "
+               "tok_emb row, and the same token at the same position in both rows has one sum. A tight cluster in "
+               "the sum is usually one frequent token (a space, a newline) at many positions.")
 
-# --- one token in detail ------------------------------------------------------------------
-st.subheader("One token's vectors")
-pick, what = st.columns([1, 3], vertical_alignment="bottom")
-with pick:
-    position = _position_choice(T)
-token_id = inputs.token_ids[row][position]
-what.markdown(f"Position **{labels[position]}**, token id **{token_id}**: row {token_id} of `tok_emb` plus "
-              f"row {position} of `pos_emb`.")
-vectors = {"tok_emb": tok[row, position], "pos_emb": pos[position], "tok_emb + pos_emb": emb[row, position]}
-if dropout_on:
-    vectors["drop_emb"] = drop[row, position]
-table = emb_charts.vector_table(vectors)
-st.dataframe(table, column_config={"_index": "vector", **{c: st.column_config.NumberColumn(format="%.4f") for c in table}})
-ui.plot(emb_charts.vector_lines(tok[row, position], pos[position], emb[row, position], labels[position]))
 
-# --- 2-D projection -------------------------------------------------------------------------
-st.subheader("The tokens in two dimensions (PCA)")
-st.markdown(
-    f"Each token is a point in {D} dimensions. PCA finds the two directions along which these points "
-    "spread the most and projects onto them. With **random, untrained** weights the layout is random: "
-    "nearby points mean nothing, and the same token in two places lands on the same spot in `tok_emb`. "
-    "After training, tokens used alike (*cat*, *dog*) sit close together. Adding `pos_emb` moves each "
-    "point by its position's vector."
-)
-point_labels = [f"r{r}·{label}" for r in range(B) for label in position_labels(inputs.token_ids[r])]
-point_rows = [f"row {r}" for r in range(B) for _ in range(T)]
-left, right = st.columns(2)
-for column, name, values in ((left, "tok_emb", tok), (right, "tok_emb + pos_emb", emb)):
-    points, names, groups = emb_charts.merge_duplicates(values.reshape(B * T, D), point_labels, point_rows)
-    coords, explained = emb_charts.pca_2d(points)
-    with column:
-        ui.plot(emb_charts.pca_scatter(coords, names, explained, f"PCA of {name}: {len(points)} distinct vectors", groups))
-st.caption("Equal vectors are one point with their labels joined by =: a token repeated in the text has one "
-           "tok_emb row, and the same token at the same position in both rows has one sum. A tight cluster in "
-           "the sum is usually one frequent token (a space, a newline) at many positions.")
+dropout_tab, token_tab, pca_tab = ui.lazy_tabs(["Dropout", "One token", "In 2-D (PCA)"], key="emb_view")
+
+with dropout_tab:
+    if dropout_tab.open:
+        show_dropout()
+with token_tab:
+    if token_tab.open:
+        show_one_token()
+with pca_tab:
+    if pca_tab.open:
+        show_pca()
 
 back, forward = st.columns(2)
 with back:

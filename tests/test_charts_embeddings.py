@@ -49,16 +49,6 @@ def test_embedding_panels_thin_evenly_and_say_so(T):
         assert len(fig.to_json()) + len(mask.to_json()) < 900_000
 
 
-def test_embedding_heatmap_title_axes_and_values():
-    """One matrix alone (benchmarks/bench_charts.py builds it)."""
-    z = RNG.standard_normal((4, 768)).astype(np.float32)
-    labels = position_labels([6109, 3626, 6100, 345])
-    fig = ec.embedding_heatmap(z, labels, "tok_emb", "the token's row")
-    assert "tok_emb" in fig.layout.title.text and "(4, 768)" in fig.layout.title.text
-    assert list(fig.data[0].y) == ["0: Every", "1: ␣effort", "2: ␣moves", "3: ␣you"]
-    np.testing.assert_array_equal(np.asarray(fig.data[0].z), z)
-
-
 def test_dropout_ratio_and_stats_count_the_zeroed_entries():
     emb = RNG.standard_normal((2, 4, 768)).astype(np.float32)
     keep = RNG.random(emb.shape) > 0.1

@@ -15,24 +15,13 @@ from .common import DIVERGING, MAX_HEATMAP_CELLS, axis_name, grid, heatmap, layo
 MAX_SCATTER_POINTS = 1000  # PCA points drawn; more are thinned evenly
 MAX_TEXT_LABELS = 40  # above this many points the labels move to the hover text
 KEPT_COLOR, DROPPED_COLOR = "#dbeafe", "#d62728"
-# The page draws four (T, emb_dim) heatmaps; half the usual cells each keeps a 1024-token
-# page under the 1.5 MB budget (about 140 kB per heatmap) and still shows 141 x 141 values.
+# The dropout mask is one more (T, emb_dim) heatmap beside the three panels: half the usual
+# cells keeps a 1024-token page under the 1.5 MB budget and still shows 141 x 141 values.
 EMB_HEATMAP_CELLS = MAX_HEATMAP_CELLS // 2
 # Cells per panel of `embedding_panels`: 10 tokens x 768 stay whole; 32 tokens show every
 # 3rd dimension (256 columns: about 2-3 screen pixels each, where 768 would be under one).
 # Measured in the browser (bench_app.py warm, 32 tokens): fewer cells draw faster.
 EMB_PANEL_CELLS = 8192
-
-
-def embedding_heatmap(z, labels, name: str, what: str, max_cells: int = EMB_HEATMAP_CELLS) -> go.Figure:
-    """Heatmap of one (T, emb_dim) matrix: a row per token, a column per embedding dimension."""
-    z = np.asarray(z, dtype=np.float32)
-    T, D = z.shape
-    return heatmap(
-        z, f"{name}: {what}, shape ({T}, {D})", x_title=f"embedding dimension (0 .. {D - 1})",
-        y_title="token (position: piece)", y_labels=labels, max_cells=max_cells,
-        hover="%{y}<br>dim %{x}<br>" + name + " %{z:.4f}", colorbar_title=name,
-    )
 
 
 def embedding_panels(tok, pos, total, labels, max_cells: int = EMB_PANEL_CELLS) -> go.Figure:
