@@ -80,7 +80,7 @@ class PrefixLogits:
         else:
             self._cache, new = KVCache(), ids[-self.context_length:]
         with torch.inference_mode():
-            logits = self.model(torch.tensor([new]), kv_cache=self._cache)[0, -1]
+            logits = self.model(torch.tensor([new]), kv_cache=self._cache, last_only=True)[0, -1]
         self._ids = ids if len(ids) <= self.context_length else ()
         if not self._ids:
             self._cache = None  # a cropped window cannot be extended (see above)
