@@ -36,15 +36,16 @@ CHROMIUM_ARGS = [*tb.CHROMIUM_ARGS, "--disable-background-timer-throttling", "--
 VIEWPORT = tb.VIEWPORT
 
 
-def free_port() -> int:
-    for port in PORTS:
+def free_port(ports: range = PORTS) -> int:
+    """The first port of `ports` nothing listens on (each script has its own range, so they can run at once)."""
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
                 return port
             except OSError:
                 continue
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def page_paths() -> dict:

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_generate.py [--new-tokens 64] [--prompt-tokens 16]
                                                   [--repeats 5] [--warmup 1] [--out PATH]
 
-Both models have the GPT-2 124M shape (random weights: the speed depends on the shapes,
-not the values), run on the CPU with the same number of threads (every core this process
+Both models have the GPT-2 124M shape with an untied output head, as the course's GPTModel
+(random weights: the speed depends on the shapes, not the values), run on the CPU with the same number of threads (every core this process
 may use), in eval mode, without gradients. Each timed call is one whole generation of the
 same prompt: prefill plus `--new-tokens` decode steps, so tokens/s = new tokens / seconds.
 The two are timed alternately, after warm-up calls; the median of the repeats decides
@@ -41,6 +41,7 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 import gptviz  # noqa: E402
 from gptviz.generation import generate, generate_text_simple  # noqa: E402
+from gptviz.weights import hf_config  # noqa: E402
 
 
 def available_cores() -> int:
@@ -54,17 +55,8 @@ def build_models(cfg):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(123)
         ours = gptviz.GPTModel(cfg)
-        hf_config = GPT2Config(
-            vocab_size=cfg["vocab_size"],
-            n_positions=cfg["context_length"],
-            n_embd=cfg["emb_dim"],
-            n_layer=cfg["n_layers"],
-            n_head=cfg["n_heads"],
-            resid_pdrop=cfg["drop_rate"],
-            embd_pdrop=cfg["drop_rate"],
-            attn_pdrop=cfg["drop_rate"],
-        )
-        theirs = GPT2LMHeadModel(hf_config)
+        # Untied like the course's GPTModel: both have a separate 50257 x 768 output head.
+        theirs = GPT2LMHeadModel(GPT2Config(**hf_config(cfg, tied=False)))
     for model in (ours, theirs):
         model.requires_grad_(False)
         model.eval()

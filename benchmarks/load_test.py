@@ -38,13 +38,12 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import sys
 import time
 
 from _report import BUDGETS, ROOT, describe_machine, load_average, machine, write_result
-from _server import _DRAWN, _STATE_OBSERVER, CHROMIUM_ARGS, VIEWPORT, Server, _descendants
+from _server import _DRAWN, _STATE_OBSERVER, CHROMIUM_ARGS, VIEWPORT, Server, _descendants, free_port
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -61,17 +60,6 @@ VERBS = ["moves", "finds", "builds", "reads", "turns", "holds", "makes", "sees"]
 # The page states each row's next token as "... → token (id 1234, probability ...)"; the idx_next
 # code block says the same, but code blocks draw lazily and may still be empty when a run is over.
 NEXT_ID = re.compile(r"\(id (\d+), probability")
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def session_plan(i: int, n_specs: int, reruns: int, rng: random.Random) -> dict:
@@ -263,7 +251,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def run_level(n: int, args, expected: Expected) -> dict:
     """One server, n sessions at once; returns everything measured."""
-    port = free_port()
+    port = free_port(PORTS)
     env = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else None
     all_cpus = ALL_CPUS
     if args.split_cores:  # the server inherits core 0; Chromium (started later) gets the others

@@ -494,7 +494,7 @@ def save_gpt2(model: GPTModel, directory, layout: str = "hf") -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(_hf_config(cfg, tied), indent=2) + "\n", encoding="utf-8")
+    (directory / "config.json").write_text(json.dumps(hf_config(cfg, tied), indent=2) + "\n", encoding="utf-8")
     return directory
 
 
@@ -522,7 +522,8 @@ def _hf_state_dict(model: GPTModel, cfg: dict, tied: bool) -> dict[str, torch.Te
     return state
 
 
-def _hf_config(cfg: dict, tied: bool) -> dict:
+def hf_config(cfg: dict, tied: bool) -> dict:
+    """The Hugging Face GPT-2 config.json of a course config (also `GPT2Config(**hf_config(...))`)."""
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",

@@ -22,6 +22,7 @@ from gptviz.config import (
     total_parameters,
     validate_config,
 )
+from gptviz import weights
 from gptviz.models import PARTS, DummyGPTModel, GPTModel
 
 # The seed's dict, written out literally (the course: "GPT_CONFIG_124M = {...}").
@@ -92,13 +93,7 @@ def test_preset_sizes_match_transformers_gpt2(name):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = PRESETS[name]
-    hf_config = GPT2Config(
-        vocab_size=cfg["vocab_size"],
-        n_positions=cfg["context_length"],
-        n_embd=cfg["emb_dim"],
-        n_layer=cfg["n_layers"],
-        n_head=cfg["n_heads"],
-    )
+    hf_config = GPT2Config(**weights.hf_config(cfg, tied=True))  # GPT-2 ties its output head
     with torch.device("meta"):
         hf = GPT2LMHeadModel(hf_config)
     hf_params = sum(p.numel() for p in hf.parameters())  # tied weights counted once
