@@ -12,6 +12,11 @@ from gptviz.flow import stages
 # a trace is cached, and 1024 tokens x 48 blocks x 5 points of gpt2-xl would take gigabytes.
 # (A block's input is the previous block's output, the same array, so it costs nothing extra.)
 MAX_TRACE_BYTES = 128 * 2**20
+# How each component's expander is labelled, by architecture.component_status.
+STATUS_LABELS = {"real": "your model runs the real one", "placeholder": "your model runs a placeholder",
+                 "absent": "not in your model"}
+STATUS_ICONS = {"real": ":material/check_circle:", "placeholder": ":material/pending:",
+                "absent": ":material/block:"}
 
 inputs = ui.setup("Model")
 
@@ -115,14 +120,15 @@ st.markdown(
 # --- placeholders beside the real components -------------------------------------------------
 st.subheader("Placeholders and the real components")
 st.markdown(
-    "Each tab shows what stands in for a component (left) beside the course's real code (right), "
-    "and whether your model runs the real one. Inside a real block, attention or feed-forward left "
+    "Open a component to see what stands in for it (left) beside the course's real code (right); its "
+    "label says which one your model runs. Inside a real block, attention or feed-forward left "
     "out by a *mix* is a `PlaceholderSublayer` that adds zeros, so the shortcut carries x through."
 )
-tabs = st.tabs(list(architecture.COMPONENTS))
-for tab, (component, placeholder) in zip(tabs, architecture.COMPONENTS.items()):
+# Expanders, not st.tabs: a tab panel re-scans its whole subtree for a focusable element on
+# every DOM change, and code blocks have none, which cost ~200 ms of browser time per rerun.
+for component, placeholder in architecture.COMPONENTS.items():
     status = architecture.component_status(component, spec.kind, spec.parts)
-    with tab:
+    with st.expander(f"`{component}`: {STATUS_LABELS[status]}", icon=STATUS_ICONS[status]):
         st.caption(
             {"real": f"Your model runs the real `{component}`.",
              "placeholder": f"Your model runs the placeholder `{placeholder}` instead of `{component}`.",

@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
-from gptviz.charts.common import grid, heatmap, layout
+from gptviz.charts.common import MAX_LABEL_CHARS, axis_label, grid, heatmap, layout, position_labels
+from gptviz.tokenizer import token_label
 
 
 @pytest.mark.parametrize(
@@ -78,3 +79,13 @@ def test_heatmap_takes_extra_trace_and_axis_settings():
     assert heat.zmin == 0 and list(heat.colorbar.tickvals) == [0, 1] and heat.colorbar.title.text == "c"
     assert fig.layout.xaxis.tickangle == -60 and fig.layout.xaxis.title.text == "x"
     np.testing.assert_array_equal(heat.x, [0, 1, 2])  # real indices when there are no labels
+
+
+def test_axis_labels_cut_gpt2s_longest_tokens_but_keep_ordinary_ones_whole():
+    longest = max(range(50257), key=lambda i: len(token_label(i)))  # a run of "Ã", 66 characters
+    assert len(token_label(longest)) > 60
+    label = axis_label(longest)
+    assert len(label) == MAX_LABEL_CHARS and label.endswith("…")
+    assert label[:-1] == token_label(longest)[: MAX_LABEL_CHARS - 1]
+    assert axis_label(345) == token_label(345) == "␣you"
+    assert position_labels([6109, longest]) == ["0: Every", f"1: {label}"]

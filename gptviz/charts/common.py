@@ -17,14 +17,21 @@ import plotly.graph_objects as go
 
 from ..tokenizer import token_label
 
+MAX_LABEL_CHARS = 16  # GPT-2 has tokens of up to 66 characters (runs of "Ã"); an axis label that long buries the chart
 MAX_HEATMAP_CELLS = 40_000  # float32 cells per heatmap; about 200 kB on the wire
 DIVERGING = "RdBu_r"  # red positive, blue negative, white at zero
 SEQUENTIAL = "Viridis"
 
 
+def axis_label(token_id: int) -> str:
+    """token_label cut to MAX_LABEL_CHARS, ending in "…" (token chips and tables show the whole piece)."""
+    label = token_label(token_id)
+    return label if len(label) <= MAX_LABEL_CHARS else label[: MAX_LABEL_CHARS - 1] + "…"
+
+
 def position_labels(token_ids) -> list[str]:
     """Unique axis labels "3: ␣you": plotly merges equal category names, and texts repeat tokens."""
-    return [f"{t}: {token_label(i)}" for t, i in enumerate(token_ids)]
+    return [f"{t}: {axis_label(i)}" for t, i in enumerate(token_ids)]
 
 
 def thin(n: int, limit: int) -> np.ndarray:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ..tokenizer import token_label
-from .common import grid, layout
+from .common import axis_label, grid, layout
 
 CHOSEN = "#e4572e"
 KEPT = "#4a6fa5"
@@ -14,7 +13,7 @@ DROPPED = "#c9ced6"
 
 
 def _candidate_labels(ids) -> list[str]:
-    return [f"{token_label(i)} #{i}" for i in ids]
+    return [f"{axis_label(i)} #{i}" for i in ids]
 
 
 def pipeline_figure(step, temperature: float, top_k, top_p) -> go.Figure:
@@ -57,7 +56,7 @@ def pipeline_figure(step, temperature: float, top_k, top_p) -> go.Figure:
 
 def run_figure(steps) -> go.Figure:
     """Probability of each chosen token, step by step, with its rank in the hover."""
-    x = [f"{s.index + 1}: {token_label(s.chosen)}" for s in steps]
+    x = [f"{s.index + 1}: {axis_label(s.chosen)}" for s in steps]
     bars = dict(
         type="bar", x=x, y=np.array([s.chosen_prob for s in steps], dtype=np.float32),
         marker_color=[CHOSEN if s.overruled else KEPT for s in steps],
@@ -68,5 +67,5 @@ def run_figure(steps) -> go.Figure:
     return go.Figure(bars, layout(
         "The run: probability of each chosen token (orange: picked by you)", 340,
         xaxis={"title": {"text": "step: chosen token"}, "type": "category"},
-        yaxis={"title": {"text": "probability of the chosen token"}},
+        yaxis={"title": {"text": "probability"}},
     ))

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from ..tokenizer import VOCAB_SIZE, token_label
-from .common import SEQUENTIAL, axis_name, grid, heatmap, layout, thin, thinning_note
+from ..tokenizer import VOCAB_SIZE
+from .common import SEQUENTIAL, axis_label, axis_name, grid, heatmap, layout, thin, thinning_note
 
 MAX_HEATMAP_ROWS = 200  # positions drawn in a heatmap; more are thinned evenly
 FULL_VOCAB_CELLS = 100_000  # cells of the whole-vocabulary heatmap (~530 kB of float32)
@@ -23,8 +23,8 @@ BAR_COLOR = "#4c78a8"
 
 
 def vocab_label(token_id: int) -> str:
-    """token_label, also for ids a bigger-than-GPT-2 vocab_size has but the tokenizer lacks."""
-    return token_label(token_id) if 0 <= token_id < VOCAB_SIZE else f"<id {token_id}: no token>"
+    """axis_label, also for ids a bigger-than-GPT-2 vocab_size has but the tokenizer lacks."""
+    return axis_label(token_id) if 0 <= token_id < VOCAB_SIZE else f"<id {token_id}: no token>"
 
 
 def predictor_labels(token_ids, positions=None) -> list[str]:
