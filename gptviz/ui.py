@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .config import (
     ConfigError,
     available_memory_bytes,
     config_key,
+    estimate_bytes,
     validate_config,
 )
 from .lru import ByteLRU
@@ -107,9 +109,42 @@ class Inputs:
 # --- cached loaders ------------------------------------------------------------------
 
 
-@st.cache_resource(max_entries=3, show_spinner="Building the model (once; every page and visitor then shares it)...")
+def _model_bytes(built: BuiltModel) -> int:
+    """What a built model holds: its parameters and buffers (a tied matrix counted once)."""
+    return sum(t.nelement() * t.element_size() for t in [*built.model.parameters(), *built.model.buffers()])
+
+
+def _expected_model_bytes(spec: ModelSpec) -> int | None:
+    """A model's bytes before it is built: from its config, or its checkpoint's size on disk."""
+    if spec.kind == PRETRAINED:
+        path = Path(spec.weights)
+        try:  # an fp32 GPT-2 checkpoint is about the size of the weights loaded from it
+            return (path / "model.safetensors" if path.is_dir() else path).stat().st_size
+        except (OSError, ValueError):  # missing, or not a path (a NUL byte): load_gpt2 says why
+            return None
+    try:
+        return estimate_bytes(spec.cfg, spec.parts, placeholder_blocks=spec.kind == SKELETON)
+    except (KeyError, TypeError, ValueError):  # an invalid config: build_model says what is wrong
+        return None
+
+
+# Built models, shared by every session, bounded in bytes (GPTVIZ_MODEL_CACHE_MB). Before a
+# model is built, the least recently used ones go until it fits beside those kept, so a
+# class switching models peaks at the bound, not at every model it visited. The default,
+# 1000 MiB, keeps the 124M GPTModel (634 MiB: 163M fp32 parameters + 12 MiB of causal
+# masks) beside the 124M skeleton (297 MiB), 931 MiB together, but not beside a 124M mix
+# with real attention (418 MiB; 1051 MiB together) nor a second 124M GPTModel (1268 MiB).
+# A model larger than the bound is still built, alone, and kept until the next one.
+MODEL_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "1000")) * 2**20)
+MODELS = ByteLRU(MODEL_CACHE_BYTES, size_of=_model_bytes, keep_oversized=True)
+
+
 def get_model(spec: ModelSpec) -> BuiltModel:
-    return build_model(spec)
+    """The built model of spec, built once and shared by every page and session."""
+    building = nullcontext() if spec in MODELS else st.spinner(
+        "Building the model (once; every page and visitor then shares it)...")
+    with building:
+        return MODELS.get(spec, lambda: build_model(spec), size=_expected_model_bytes(spec))
 
 
 # Shared by every session (a module outlives reruns). Set GPTVIZ_TRACE_CACHE_MB to change it.

@@ -27,7 +27,7 @@ import browser as b
 from apptest_helpers import ROOT, errors, run_page
 from gptviz import tokenizer, ui
 from gptviz.build import GPT, SKELETON, ModelSpec, build_model
-from gptviz.config import PRESETS, config_key
+from gptviz.config import PRESETS, config_key, estimate_bytes
 from gptviz.trace import trace
 
 TINY_NAME = "tiny (teaching)"
@@ -48,13 +48,14 @@ def is_st_cached(fn) -> bool:
 
 
 def clear_shared_caches() -> None:
-    """Empty every cache a session shares: st.cache_resource functions and the traces' byte LRU."""
+    """Empty every cache a session shares: st.cache_resource functions and the byte LRUs."""
     for name in ("get_model", "_cached_trace", "next_logits"):
         fn = getattr(ui, name, None)
         if fn is not None and is_st_cached(fn):
             fn.clear()
-    if hasattr(ui, "TRACES"):
-        ui.TRACES.clear()
+    for name in ("TRACES", "MODELS"):
+        if hasattr(ui, name):
+            getattr(ui, name).clear()
 
 
 def trace_cache():
@@ -249,19 +250,24 @@ def cached_functions_in_source() -> list[tuple[str, str, dict]]:
 def test_every_cache_in_the_app_has_a_bound():
     """Both decorators are unbounded by default: each use must say max_entries."""
     found = cached_functions_in_source()
-    assert any(name == "get_model" for _, name, _ in found), "the scan found no caches: it is broken"
+    assert any(name == "next_logits" for _, name, _ in found), "the scan found no caches: it is broken"
     unbounded = [f"{file}:{name}" for file, name, kw in found
                  if "max_entries" not in kw or (isinstance(kw["max_entries"], ast.Constant) and kw["max_entries"].value is None)]
     assert unbounded == [], f"caches without max_entries: {unbounded}"
 
 
-def test_model_cache_never_holds_more_than_its_max_entries():
+def test_model_cache_never_holds_more_than_its_bound(monkeypatch):
+    """Models are kept within a byte budget (GPTVIZ_MODEL_CACHE_MB) that two 124M GPTModels exceed;
+    here the shared cache's budget is lowered to 3 tiny models' worth, so the test stays small."""
+    assert ui.MODELS.max_bytes < 2 * estimate_bytes(PRESETS["gpt2-small (124M)"]), "two 124M GPTModels stay cached"
     clear_shared_caches()
-    bound = cache_of(ui.get_model).max_entries
-    assert math.isfinite(bound), "get_model keeps every model it ever built"
-    for seed in range(int(bound) + 4):
+    size = ui._model_bytes(ui.get_model(ModelSpec(SKELETON, config_key(TINY), seed=0)))
+    monkeypatch.setattr(ui.MODELS, "max_bytes", 3 * size)
+    for seed in range(1, 8):
         ui.get_model(ModelSpec(SKELETON, config_key(TINY), seed=seed))
-        assert cache_size(ui.get_model) <= bound
+        assert ui.MODELS.nbytes <= 3 * size
+    assert len(ui.MODELS) == 3, "the cache keeps fewer models than fit its budget"
+    clear_shared_caches()
 
 
 def test_trace_caches_stay_within_their_bounds():
