@@ -93,24 +93,21 @@ st.caption(
 )
 
 # --- the four steps --------------------------------------------------------------------------
-top_left, top_right = st.columns(2)
-with top_left:
-    ui.plot(att_charts.scores_figure(scores, labels, layer, head))
-    st.caption("`queries @ keys.transpose(2, 3)`: how well each query matches each key, for every pair, "
-               "later tokens included: the mask comes next.")
-with top_right:
-    ui.plot(att_charts.mask_figure(labels))
-    st.caption("`mask_bool` is True above the diagonal: a token may look at itself and earlier tokens, "
-               "never at the ones after it, which it is learning to predict.")
-bottom_left, bottom_right = st.columns(2)
-with bottom_left:
-    ui.plot(att_charts.scaled_figure(scores, labels, layer, head, head_dim))
-    st.caption(f"Dividing by √head_dim = {math.sqrt(head_dim):.3f} keeps the scores' spread near 1 whatever "
-               "head_dim is, so the softmax does not saturate into one-hot rows.")
-with bottom_right:
-    ui.plot(att_charts.weights_figure(weights, labels, layer, head))
-    st.caption("`torch.softmax(..., dim=-1)`: each row becomes positive weights summing to 1; "
-               "exp(-inf) = 0 above the diagonal.")
+ui.plot(att_charts.steps_figure(scores, weights, labels, layer, head, head_dim))
+step_left, step_right = st.columns(2)
+step_left.markdown(
+    "**1 · Scores.** `queries @ keys.transpose(2, 3)`: how well each query matches each key, for every pair, later tokens "
+    "included: the mask comes next.\n\n"
+    f"**3 · Scaled.** Dividing by √head_dim = {math.sqrt(head_dim):.3f} keeps the scores' spread near 1 whatever head_dim "
+    "is, so the softmax does not saturate into one-hot rows."
+)
+step_right.markdown(
+    "**2 · Mask.** `mask_bool` is True above the diagonal: a token may look at itself and earlier tokens, never at the "
+    "ones after it, which it is learning to predict.\n\n"
+    "**4 · Weights.** `torch.softmax(..., dim=-1)`: each row becomes positive weights summing to 1; exp(-inf) = 0 above "
+    "the diagonal."
+)
+st.caption("Zooming into one panel zooms into all four: they share the query and key axes. Hover for values.")
 
 checks = att_charts.weight_checks(weights, scores, head_dim)
 st.success(

@@ -9,7 +9,7 @@ from attention_reference import sdpa_weights
 
 from gptviz.build import GPT, ModelSpec, build_model
 from gptviz.charts import attention as ac
-from gptviz.charts.common import position_labels
+from gptviz.charts.common import axis_name, position_labels
 from gptviz.config import PRESETS, config_key
 from gptviz.tokenizer import encode
 from gptviz.trace import trace
@@ -105,6 +105,26 @@ def test_step_figures_show_the_numbers_with_token_labels(tiny):
     assert figs["weights"].layout.title.subtitle.text is None
 
 
+def test_steps_figure_puts_the_four_steps_in_linked_panels(tiny):
+    _, tr = tiny
+    scores, weights = tr["trf_blocks.1.att.scores"][0, 3], tr["trf_blocks.1.att.weights"][0, 3]
+    labels = position_labels(BATCH[0])
+    fig = ac.steps_figure(scores, weights, labels, 1, 3, HEAD_DIM)
+    singles = [ac.scores_figure(scores, labels, 1, 3), ac.mask_figure(labels, ac.MAX_CELLS),
+               ac.scaled_figure(scores, labels, 1, 3, HEAD_DIM), ac.weights_figure(weights, labels, 1, 3)]
+    assert len(fig.data) == 4 and "layer 1, head 3" in fig.layout.title.text
+    for i, (heat, single) in enumerate(zip(fig.data, singles)):
+        np.testing.assert_array_equal(np.asarray(heat.z), np.asarray(single.data[0].z))
+        assert heat.colorscale == single.data[0].colorscale and heat.hovertemplate == single.data[0].hovertemplate
+        x, y = fig.layout[axis_name(i, "x")], fig.layout[axis_name(i, "y")]
+        assert (x.matches, y.matches) == ((None, None) if i == 0 else ("x", "y"))  # zoom one, zoom all
+        assert x.showticklabels == (i >= 2) and y.showticklabels == (i % 2 == 0)  # names on the outer axes
+        assert x.domain[0] <= heat.colorbar.x <= x.domain[1] + 0.02  # each colour bar beside its own panel
+        assert y.domain[0] < heat.colorbar.y < y.domain[1]
+        assert single.layout.title.text in fig.layout.annotations[i].text
+    assert list(fig.data[0].y) == labels and list(fig.data[3].x) == labels
+
+
 def test_long_heatmaps_are_thinned_and_say_so():
     T = 1024
     weights = long_weights(T)
@@ -116,6 +136,10 @@ def test_long_heatmaps_are_thinned_and_say_so():
     cap = ac.colour_cap(weights[0])
     assert fig.data[0].zmax == pytest.approx(cap) and cap < 1  # row 0's weight 1 does not set the scale
     assert np.asarray(ac.mask_figure(labels).data[0].z).size <= ac.MASK_CELLS
+    steps = ac.steps_figure(weights[0], weights[0], labels, 0, 0, 64)
+    assert all(np.asarray(heat.z).shape == np.asarray(fig.data[0].z).shape for heat in steps.data)  # thinned alike
+    notes = steps.layout.title.subtitle.text  # said once for the four panels
+    assert notes.count("of 1024 rows") == 1 and notes.count("of 1024 columns") == 1 and "quantile" in notes
 
 
 def test_heads_grid_has_one_panel_per_head(tiny):
@@ -171,8 +195,7 @@ def test_all_attention_figures_for_1024_tokens_stay_under_the_page_budget():
     scores = np.random.default_rng(1).standard_normal((H, T, T), dtype=np.float32)
     labels = position_labels(np.arange(T) * 37 % 50000)
     context = np.random.default_rng(2).normal(size=(T, 64)).astype(np.float32)
-    figs = [ac.scores_figure(scores[3], labels, 11, 3), ac.mask_figure(labels),
-            ac.scaled_figure(scores[3], labels, 11, 3, 64), ac.weights_figure(weights[3], labels, 11, 3),
+    figs = [ac.steps_figure(scores[3], weights[3], labels, 11, 3, 64),
             ac.uniformity_figure(weights[3], labels, 11, 3), ac.heads_grid_figure(weights, labels, 11),
             ac.context_figure(context, labels, 11, 3)]
     sizes = [len(f.to_json()) for f in figs]

@@ -20,7 +20,8 @@ TINY_NAME = "tiny (teaching)"
 TINY = PRESETS[TINY_NAME]
 HEAD_DIM = TINY["emb_dim"] // TINY["n_heads"]
 BATCH = [encode("Every effort moves you"), encode("Every day holds a")]
-SCORES, MASK, SCALED, WEIGHTS, TAB = range(5)  # the page's charts, in order; TAB: the open tab's one chart
+STEPS, TAB = range(2)  # the page's charts: the four steps in one figure, then the open tab's one chart
+SCORES, MASK, SCALED, WEIGHTS = range(4)  # the steps figure's panels (traces), in order
 VIEWS = {"How even": "uniform", "All heads": "heads of layer", "Context vectors": "Context vectors"}
 
 
@@ -30,6 +31,11 @@ def tiny_page(**params):
 
 def title(chart) -> str:
     return chart["layout"]["title"]["text"]
+
+
+def panel(shown, step: int) -> dict:
+    """One step's heatmap trace in the steps figure."""
+    return shown[STEPS]["data"][step]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +62,8 @@ def test_weights_shown_equal_torch_sdpa_and_the_scores_shown(last_layer_head, ti
     at = last_layer_head
     assert errors(at) == []
     shown = charts(at)
-    assert len(shown) == 5
-    weights, scores = array(shown[WEIGHTS]["data"][0]["z"]), array(shown[SCORES]["data"][0]["z"])
+    assert len(shown) == 2
+    weights, scores = array(panel(shown, WEIGHTS)["z"]), array(panel(shown, SCORES)["z"])
     np.testing.assert_allclose(weights, torch_weights(tiny_model, 1)[1, 3], atol=1e-6)  # row 1, head 3
     # softmax(mask(scores) / sqrt(head_dim)) in numpy, from the displayed scores alone
     masked = np.where(causal_mask(4), -np.inf, scores) / math.sqrt(HEAD_DIM)
@@ -66,19 +72,19 @@ def test_weights_shown_equal_torch_sdpa_and_the_scores_shown(last_layer_head, ti
     np.testing.assert_allclose(weights, recomputed, atol=1e-6)
     np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-6)
     assert (weights[causal_mask(4)] == 0).all()
-    scaled = array(shown[SCALED]["data"][0]["z"])
+    scaled = array(panel(shown, SCALED)["z"])
     assert np.isnan(scaled[causal_mask(4)]).all()
     np.testing.assert_allclose(scaled[~causal_mask(4)], (scores / math.sqrt(HEAD_DIM))[~causal_mask(4)], rtol=1e-5)
-    np.testing.assert_array_equal(array(shown[MASK]["data"][0]["z"]), causal_mask(4))
+    np.testing.assert_array_equal(array(panel(shown, MASK)["z"]), causal_mask(4))
 
 
 def test_titles_labels_and_grid_follow_the_widgets(last_layer_head):
     shown = charts(last_layer_head)
-    assert "layer 1, head 3" in title(shown[SCORES])
-    assert shown[WEIGHTS]["data"][0]["y"] == ["0: Every", "1: ␣day", "2: ␣holds", "3: ␣a"]  # batch row 1
+    assert "layer 1, head 3" in title(shown[STEPS])
+    assert panel(shown, WEIGHTS)["y"] == ["0: Every", "1: ␣day", "2: ␣holds", "3: ␣a"]  # batch row 1
     grid = charts(tiny_page(**LAST, att_view="All heads"))[TAB]
     assert len(grid["data"]) == TINY["n_heads"] and "layer 1" in title(grid)
-    np.testing.assert_allclose(array(grid["data"][3]["z"]), array(shown[WEIGHTS]["data"][0]["z"]))
+    np.testing.assert_allclose(array(grid["data"][3]["z"]), array(panel(shown, WEIGHTS)["z"]))
     page = texts(last_layer_head)
     assert "every row sums to 1" in page and "every weight above the diagonal is 0" in page
     assert "(B, n_heads, T, T) = (2, 4, 4, 4)" in page
@@ -98,21 +104,21 @@ def test_out_of_range_or_malformed_links_show_the_nearest_view(params, shown_lay
     if shown_head is None:  # a fraction: the slider decides, and the message names what it shows
         shown_head = int(page.split(message)[1][0])
         assert shown_head in (2, 3)
-    assert f"layer {shown_layer}, head {shown_head}" in title(charts(at)[SCORES])
+    assert f"layer {shown_layer}, head {shown_head}" in title(charts(at)[STEPS])
 
 
 @pytest.mark.parametrize("view", VIEWS)
 def test_each_tab_draws_its_own_chart_and_only_that(view):
     """Only the open tab is computed: the four steps plus that tab's one chart."""
     shown = charts(tiny_page(**LAST, att_view=view))
-    assert len(shown) == 5 and VIEWS[view] in title(shown[TAB])
+    assert len(shown) == 2 and VIEWS[view] in title(shown[TAB])
     assert not any(VIEWS[other] in title(c) for other in VIEWS if other != view for c in shown)
 
 
 def test_malformed_batch_row_falls_back_to_row_0():
     at = tiny_page(att_row="7")
     assert errors(at) == []
-    assert charts(at)[WEIGHTS]["data"][0]["y"][1] == "1: ␣effort"
+    assert panel(charts(at), WEIGHTS)["y"][1] == "1: ␣effort"
 
 
 def test_default_124m_skeleton_explains_there_is_no_attention():
@@ -129,7 +135,7 @@ def test_mix_without_attention_explains_there_is_no_attention():
 
 def test_mix_with_attention_draws_it():
     at = run_page(PAGE, model="mix", parts=["attention"], preset=TINY_NAME)
-    assert errors(at) == [] and len(charts(at)) == 5
+    assert errors(at) == [] and len(charts(at)) == 2
 
 
 def test_edited_text_beyond_the_context_is_cut_and_drawn():
@@ -138,9 +144,9 @@ def test_edited_text_beyond_the_context_is_cut_and_drawn():
     assert errors(at) == []
     assert "only its first 64 tokens are used" in texts(at)
     shown = charts(at)
-    weights = array(shown[WEIGHTS]["data"][0]["z"])
+    weights = array(panel(shown, WEIGHTS)["z"])
     assert weights.shape == (64, 64) and (weights[causal_mask(64)] == 0).all()
-    assert "(showing" not in title(shown[WEIGHTS])
+    assert "evenly spaced" not in str(shown[STEPS]["layout"]["title"])  # not thinned
 
 
 def test_bad_config_gives_the_message():
@@ -157,11 +163,11 @@ def test_empty_text_gives_a_hint():
 
 def test_layer_is_clamped_when_the_model_gets_fewer_blocks():
     at = tiny_page(cfg_n_layers="3", layer="2")
-    assert "layer 2, head 0" in title(charts(at)[SCORES])
+    assert "layer 2, head 0" in title(charts(at)[STEPS])
     at.number_input(key="cfg_n_layers").set_value(1).run()
     assert errors(at) == []
     assert "there is no layer 2: showing layer 0" in texts(at)
-    assert "layer 0, head 0" in title(charts(at)[SCORES])
+    assert "layer 0, head 0" in title(charts(at)[STEPS])
 
 
 def test_trained_checkpoint_is_not_called_random(tmp_path):
@@ -171,5 +177,5 @@ def test_trained_checkpoint_is_not_called_random(tmp_path):
     torch.manual_seed(0)
     directory = save_gpt2(GPTModel({**TINY, "qkv_bias": True}), tmp_path / "tiny-gpt2")
     at = run_page(PAGE, model="pretrained", weights_dir=str(directory))
-    assert errors(at) == [] and len(charts(at)) == 5
+    assert errors(at) == [] and len(charts(at)) == 2
     assert "This model has trained weights" in texts(at) and "weights are random" not in texts(at)
