@@ -32,6 +32,9 @@ ui.seed_code(
 ui.show_notes(inputs)
 ui.require_model(inputs)
 ui.require_tokens(inputs)
+# The model runs first, before anything below the sidebar is drawn: the browser redrawing the
+# page would otherwise compete with the forward pass for the same cores.
+trace = ui.get_trace(inputs, keep=("logits",))
 
 
 GREEDY_NOTE = "τ = 0 is greedy decoding (always the argmax, probabilities 1 and 0), which the slider only approaches"
@@ -68,7 +71,6 @@ if inputs.batch_size > 1:
         captions=[f"“{text}”" for text in inputs.texts],
     )
 
-trace = ui.get_trace(inputs, keep=("logits",))
 logits = trace["logits"]  # (B, T, vocab_size), read-only float32
 B, T, V = logits.shape
 token_ids = np.asarray(inputs.token_ids[row])
