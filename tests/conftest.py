@@ -30,9 +30,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def app_server():
-    """`streamlit run app.py` on a free port for the whole session; its log is in artifacts/."""
+    """The app on a free port for the whole session, started as the README starts it (scripts/serve.py:
+    `streamlit run app.py` plus a warm-up thread); its log is in artifacts/."""
     try:
-        server = b.start_server()
+        server = b.start_server(launcher=True)
     except RuntimeError as error:
         pytest.fail(str(error), pytrace=False)
     yield server
