@@ -9,6 +9,7 @@ bounded caches. Pages never compute with torch themselves.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import streamlit as st
 import torch
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from . import tokenizer
 from .build import GPT, PRETRAINED, SKELETON, BuiltModel, ModelSpec, build_model
@@ -132,20 +134,40 @@ def _expected_model_bytes(spec: ModelSpec) -> int | None:
 # Built models, shared by every session, bounded in bytes (GPTVIZ_MODEL_CACHE_MB). Before a
 # model is built, the least recently used ones go until it fits beside those kept, so a
 # class switching models peaks at the bound, not at every model it visited. The default,
-# 1000 MiB, keeps the 124M GPTModel (634 MiB: 163M fp32 parameters + 12 MiB of causal
-# masks) beside the 124M skeleton (297 MiB), 931 MiB together, but not beside a 124M mix
-# with real attention (418 MiB; 1051 MiB together) nor a second 124M GPTModel (1268 MiB).
-# A model larger than the bound is still built, alone, and kept until the next one.
-MODEL_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "1000")) * 2**20)
+# 700 MiB, holds the largest 124M model, the GPTModel (634 MiB: 163M fp32 parameters and
+# 12 MiB of causal masks), but nothing of that size beside it: even the 124M skeleton is
+# 297 MiB (tok_emb and out_head, 50257 x 768 each), and a mix with real attention 418 MiB.
+# Switching skeleton -> gpt -> mix -> skeleton -> gpt with 300-token inputs on the Model and
+# Predictions pages peaked at 1.43 GB of server RSS with 700 MiB and 1.70 GB with 1000 MiB
+# (which keeps the skeleton beside the GPTModel). A model larger than the bound is still
+# built, alone, and kept until the next miss.
+MODEL_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "700")) * 2**20)
 MODELS = ByteLRU(MODEL_CACHE_BYTES, size_of=_model_bytes, keep_oversized=True)
+
+try:  # glibc's; elsewhere (macOS, musl) there is nothing to call
+    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):
+    _malloc_trim = None
+
+
+def _build(spec: ModelSpec) -> BuiltModel:
+    """Build once the cache has made room, after handing the evicted models' memory back.
+
+    A model's smaller matrices (2-9 MiB in the 124M blocks) come from malloc's heaps, which
+    keep freed memory for reuse rather than return it: a server that had just evicted the
+    124M GPTModel stayed at 984 MB of RSS until malloc_trim(0) brought it to 557 MB.
+    """
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    return build_model(spec)
 
 
 def get_model(spec: ModelSpec) -> BuiltModel:
     """The built model of spec, built once and shared by every page and session."""
-    building = nullcontext() if spec in MODELS else st.spinner(
-        "Building the model (once; every page and visitor then shares it)...")
-    with building:
-        return MODELS.get(spec, lambda: build_model(spec), size=_expected_model_bytes(spec))
+    in_a_page = get_script_run_ctx(suppress_warning=True) is not None  # not scripts/serve.py's warm-up
+    message = "Building the model (once; every page and visitor then shares it)..."
+    with st.spinner(message) if in_a_page and spec not in MODELS else nullcontext():
+        return MODELS.get(spec, lambda: _build(spec), size=_expected_model_bytes(spec))
 
 
 # Shared by every session (a module outlives reruns). Set GPTVIZ_TRACE_CACHE_MB to change it.
