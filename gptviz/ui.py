@@ -138,9 +138,9 @@ def _expected_model_bytes(spec: ModelSpec) -> int | None:
 # 12 MiB of causal masks), but nothing of that size beside it: even the 124M skeleton is
 # 297 MiB (tok_emb and out_head, 50257 x 768 each), and a mix with real attention 418 MiB.
 # Switching skeleton -> gpt -> mix -> skeleton -> gpt with 300-token inputs on the Model and
-# Predictions pages peaked at 1.43 GB of server RSS with 700 MiB and 1.70 GB with 1000 MiB
-# (which keeps the skeleton beside the GPTModel). A model larger than the bound is still
-# built, alone, and kept until the next miss.
+# Predictions pages (benchmarks/bench_model_switch.py) peaked at 1412-1418 MB of server RSS
+# with 700 MiB and 1676-1811 MB with 1000 MiB, which keeps the skeleton beside the GPTModel.
+# A model larger than the bound is still built, alone, and kept until the next miss.
 MODEL_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "700")) * 2**20)
 MODELS = ByteLRU(MODEL_CACHE_BYTES, size_of=_model_bytes, keep_oversized=True)
 
