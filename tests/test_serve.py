@@ -19,7 +19,6 @@ import serve  # noqa: E402
 @pytest.mark.parametrize("choice, params", [("skeleton", {}), ("gpt", {"model": "gpt"}), ("mix", {"model": "mix"})])
 def test_default_spec_is_the_model_a_page_builds(choice, params):
     ui.MODELS.clear()
-    ui.TRACES.clear()  # a cached trace of the same text would spare the page the model
     at = run_page("pages/2_Embeddings.py", **params)  # a link with only the model chosen
     assert errors(at) == []
     assert ui.default_spec(choice) in ui.MODELS  # what the warm-up builds is what the page then finds
