@@ -1,8 +1,6 @@
 """`streamlit run`, plus a log of how long each page script run takes on the server.
 
-    .venv/bin/python benchmarks/_serve.py [--warm-up] app.py --server.port 8650 ...   (same arguments as `streamlit run`)
-
---warm-up: start scripts/serve.py's warm-up thread too, as the README's start command does.
+    .venv/bin/python benchmarks/_serve.py app.py --server.port 8650 ...   (same arguments as `streamlit run`)
 
 With GPTVIZ_BENCH_RUNLOG=<path> set, every script run appends one JSON line to <path>:
 wall-clock start, seconds (and process CPU seconds) spent executing the page script (widgets, cached loaders,
@@ -52,14 +50,7 @@ def main() -> None:
         _install_run_log(log_path)
     from streamlit.web import cli
 
-    args = sys.argv[1:]
-    if args[:1] == ["--warm-up"]:
-        args = args[1:]
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-        import serve
-
-        serve.start_warm_up()
-    sys.argv = ["streamlit", "run", *args]
+    sys.argv = ["streamlit", "run", *sys.argv[1:]]
     sys.exit(cli.main())
 
 

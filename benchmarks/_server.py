@@ -84,14 +84,13 @@ def _status_kb(pid: int, field: str) -> int:
 class Server:
     """The app on a free port, through _serve.py; a context manager that always kills it."""
 
-    def __init__(self, env: dict | None = None, port: int | None = None, warm_up: bool = False):
+    def __init__(self, env: dict | None = None, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_dir = tempfile.TemporaryDirectory(prefix="gptviz-bench-")
         self.run_log = Path(self._log_dir.name) / "runs.jsonl"
         self.stdout = Path(self._log_dir.name) / "server.log"
         self.extra_env = env or {}
-        self.warm_up = warm_up  # start as scripts/serve.py does (imports and the default model in advance)
         self.proc: subprocess.Popen | None = None
         self.launched_at: float | None = None
 
@@ -99,7 +98,7 @@ class Server:
         env = {**os.environ, **self.extra_env, "GPTVIZ_BENCH_RUNLOG": str(self.run_log),
                "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
         cmd = [
-            sys.executable, str(ROOT / "benchmarks" / "_serve.py"), *(["--warm-up"] if self.warm_up else []), "app.py",
+            sys.executable, str(ROOT / "benchmarks" / "_serve.py"), "app.py",
             "--server.headless", "true", "--server.port", str(self.port), "--server.address", "127.0.0.1",
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
         ]

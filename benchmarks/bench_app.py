@@ -18,7 +18,6 @@ PASS/FAIL against the issue's budgets and written to artifacts/bench/app_<comman
 from __future__ import annotations
 
 import argparse
-import itertools
 import signal
 import sys
 import time
@@ -126,59 +125,47 @@ def _summary(reruns: list[dict]) -> dict:
 # --- the commands ------------------------------------------------------------------------------
 
 
-LAUNCHERS = {  # how the server is started: the README's command, and what Streamlit Community Cloud runs
-    "serve": "scripts/serve.py (GPTVIZ_WARM_UP=<model>)",
-    "streamlit": "streamlit run app.py",
-}
-
-
 def cmd_cold(args, pages) -> dict:
-    """Fresh server per page: launch the server, open the page, wait for its charts."""
-    print("\nCold start: timer starts before the server is launched, stops when the page's charts are drawn")
+    """Fresh server per page: launch `streamlit run`, open the page, wait for its charts."""
+    print("\nCold start: timer starts before `streamlit run`, stops when the page's charts are drawn")
     rows, checks = [], []
-    launchers = args.launchers.split(",")
     with browser() as b:
         warm = Tab(b)  # Chromium's own start-up is not the app's: do it before the timer
         warm.close()
-        for launcher, model, (name, path), attempt in itertools.product(
-            launchers, args.models, pages.items(), range(args.repeats)
-        ):
-            tab = Tab(b)
-            # scripts/serve.py configured for the model the class uses (GPTVIZ_WARM_UP, as the README says)
-            env = {**SERVER_ENV, "GPTVIZ_WARM_UP": model} if launcher == "serve" else SERVER_ENV
-            with Server(env=env, warm_up=launcher == "serve") as server:
-                healthy_s = server.wait_healthy(60)
-                wall = time.time()
-                goto_s = time.perf_counter() - server.launched_at
-                tab.goto(server.page_url(path, model=model if model != "skeleton" else None), 180)
-                t = tab.wait_first_load(180)  # page clock: ms since this navigation started
-                total_s = time.perf_counter() - server.launched_at
-                runs = server.runs(since=wall)
-                mem = server.memory_mb()
-                exceptions = tab.exceptions()
-            tab.close()
-            row = {"launcher": launcher, "page": name, "model": model, "attempt": attempt, "total_s": total_s,
-                   "server_healthy_s": healthy_s, "navigation_at_s": goto_s,
-                   "script_started_after_navigation_s": t["started_ms"] / 1000,
-                   "not_running_after_navigation_s": t["not_running_ms"] / 1000,
-                   "drawn_after_navigation_s": t["drawn_ms"] / 1000,
-                   "script_runs": len(runs), "script_run_s": [r["exec_s"] for r in runs],
-                   "exceptions": exceptions, "peak_rss_mb": mem["peak_rss_mb"]}
-            rows.append(row)
-            print(f"  {launcher:9s} {name:12s} model={model:8s} #{attempt}: {total_s:5.2f} s = server healthy "
-                  f"{healthy_s:.2f} s + browser to script start {t['started_ms'] / 1000:.2f} s + "
-                  f"script {(t['not_running_ms'] - t['started_ms']) / 1000:.2f} s (server-side "
-                  f"{', '.join(f'{r:.2f}' for r in row['script_run_s'])} s) + drawing "
-                  f"{(t['drawn_ms'] - t['not_running_ms']) / 1000:.2f} s; peak RSS {mem['peak_rss_mb']:.0f} MB"
-                  + (f"; EXCEPTIONS {exceptions}" if exceptions else ""))
-    print("Budgets:")
-    for launcher in launchers:
         for model in args.models:
-            for name in pages:
-                value = median([r["total_s"] for r in rows
-                                if (r["launcher"], r["page"], r["model"]) == (launcher, name, model)])
-                checks.append(verdict(f"cold start, {LAUNCHERS[launcher]}, {name} first, model={model}", value,
-                                      BUDGETS["cold_start_s"], "s"))
+            for name, path in pages.items():
+                for attempt in range(args.repeats):
+                    tab = Tab(b)
+                    with Server(env=SERVER_ENV) as server:
+                        healthy_s = server.wait_healthy(60)
+                        wall = time.time()
+                        goto_s = time.perf_counter() - server.launched_at
+                        tab.goto(server.page_url(path, model=model if model != "skeleton" else None), 180)
+                        t = tab.wait_first_load(180)  # page clock: ms since this navigation started
+                        total_s = time.perf_counter() - server.launched_at
+                        runs = server.runs(since=wall)
+                        mem = server.memory_mb()
+                        exceptions = tab.exceptions()
+                    tab.close()
+                    row = {"page": name, "model": model, "attempt": attempt, "total_s": total_s,
+                           "server_healthy_s": healthy_s, "navigation_at_s": goto_s,
+                           "script_started_after_navigation_s": t["started_ms"] / 1000,
+                           "not_running_after_navigation_s": t["not_running_ms"] / 1000,
+                           "drawn_after_navigation_s": t["drawn_ms"] / 1000,
+                           "script_runs": len(runs), "script_run_s": [r["exec_s"] for r in runs],
+                           "exceptions": exceptions, "peak_rss_mb": mem["peak_rss_mb"]}
+                    rows.append(row)
+                    print(f"  {name:12s} model={model:8s} #{attempt}: {total_s:5.2f} s = server healthy "
+                          f"{healthy_s:.2f} s + browser to script start {t['started_ms'] / 1000:.2f} s + "
+                          f"script {(t['not_running_ms'] - t['started_ms']) / 1000:.2f} s (server-side "
+                          f"{', '.join(f'{r:.2f}' for r in row['script_run_s'])} s) + drawing "
+                          f"{(t['drawn_ms'] - t['not_running_ms']) / 1000:.2f} s; peak RSS {mem['peak_rss_mb']:.0f} MB"
+                          + (f"; EXCEPTIONS {exceptions}" if exceptions else ""))
+    print("Budgets:")
+    for model in args.models:
+        for name in pages:
+            value = median([r["total_s"] for r in rows if r["page"] == name and r["model"] == model])
+            checks.append(verdict(f"cold start, {name} first, model={model}", value, BUDGETS["cold_start_s"], "s"))
     return {"rows": rows, "checks": checks}
 
 
@@ -353,7 +340,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="retypes per page (warm), cold starts per page (cold: 1)")
     parser.add_argument("--model", default="gpt", help="model for warm reruns and sessions: skeleton|gpt")
     parser.add_argument("--models", default="skeleton,gpt", help="models for cold starts")
-    parser.add_argument("--launchers", default="serve,streamlit", help=f"cold starts: {', '.join(LAUNCHERS)}")
     parser.add_argument("--tokens", type=int, default=32, help="input length for warm reruns and sessions")
     parser.add_argument("--sessions", default="1,5,10")
     parser.add_argument("--session-pages", help="pages for the per-session cost (default: every page)")

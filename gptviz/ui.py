@@ -43,7 +43,6 @@ from .trace import Trace, trace
 DEFAULT_TEXT = "Every effort moves you"
 DEFAULT_TEXT2 = "Every day holds a"  # the seed's second row: together they form its batch
 DEFAULT_SEED = 123
-MIX_DEFAULT_PARTS = ("attention",)  # a mix starts with real attention, the rest placeholders
 # Tokens traced per text, whatever context_length a config or link asks for: the logits
 # alone are tokens x 50257 floats (4 GB for 20,000 tokens). GPTVIZ_MAX_TOKENS changes it.
 MAX_TOKENS = int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024"))
@@ -324,18 +323,6 @@ def _weights_source() -> tuple[str, str]:
     return path, ""
 
 
-def model_kind(model_choice: str) -> str:
-    """The build kind behind a sidebar choice (gpt and mix are both GPTModel)."""
-    return {"skeleton": SKELETON, "pretrained": PRETRAINED}.get(model_choice, GPT)
-
-
-def default_spec(model_choice: str = "skeleton") -> ModelSpec:
-    """The model a page builds for this choice with the default preset, parts and seed (not pretrained)."""
-    parts = frozenset(MIX_DEFAULT_PARTS) if model_choice == "mix" else ALL_PARTS
-    return ModelSpec(kind=model_kind(model_choice), config=config_key(PRESETS[DEFAULT_PRESET]), parts=parts,
-                     seed=DEFAULT_SEED)
-
-
 def _sidebar():
     sb = st.sidebar
     text = sb.text_area(
@@ -356,7 +343,7 @@ def _sidebar():
         weights, weights_problem = _weights_source()
     if model_choice == "mix":
         chosen = sb.multiselect(
-            "Real components (the rest are placeholders)", list(PARTS), default=list(MIX_DEFAULT_PARTS),
+            "Real components (the rest are placeholders)", list(PARTS), default=["attention"],
             key="parts", bind="query-params", help=", ".join(f"{k}: {v}" for k, v in PART_LABELS.items()),
         )
         parts = frozenset(p for p in chosen if p in PARTS)
@@ -373,7 +360,7 @@ def _sidebar():
         help="The seed never calls model.eval(), so its dropout is active: on reproduces its numbers.",
     )
     sb.button("Reset to the seed's example", on_click=_reset_to_seed, width="stretch")
-    kind = model_kind(model_choice)
+    kind = {"skeleton": SKELETON, "pretrained": PRETRAINED}.get(model_choice, GPT)
     parts = parts if model_choice == "mix" else ALL_PARTS
     seed = int(seed if seed is not None else DEFAULT_SEED)
     return text or "", text2 or "", model_choice, cfg, kind, parts, seed, bool(dropout), weights, weights_problem

@@ -125,20 +125,16 @@ class AppServer:
                 continue
 
 
-def start_server(root: Path = ROOT, log_path: Path | None = None, timeout: float = SERVER_START_TIMEOUT,
-                 launcher: bool = False) -> AppServer:
+def start_server(root: Path = ROOT, log_path: Path | None = None, timeout: float = SERVER_START_TIMEOUT) -> AppServer:
     """`streamlit run app.py` on a free port; returns once /_stcore/health answers ok.
-
-    launcher: start it as the README does, through scripts/serve.py (which warms up in the background).
 
     Raises RuntimeError with the server's log if it exits or stays unhealthy for `timeout` s.
     """
     port = free_port()
     log_path = log_path or ARTIFACTS / f"streamlit-server-{port}.log"  # one per server: runs may overlap
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = [sys.executable, "scripts/serve.py"] if launcher else [sys.executable, "-m", "streamlit", "run", "app.py"]
     command = [
-        *start,
+        sys.executable, "-m", "streamlit", "run", "app.py",
         "--server.headless", "true",
         "--server.address", "127.0.0.1",
         "--server.port", str(port),

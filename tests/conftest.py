@@ -30,10 +30,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def app_server():
-    """The app on a free port for the whole session, started as the README starts it (scripts/serve.py:
-    `streamlit run app.py` plus a warm-up thread); its log is in artifacts/."""
+    """`streamlit run app.py` on a free port for the whole session; its log is in artifacts/."""
     try:
-        server = b.start_server(launcher=True)
+        server = b.start_server()
     except RuntimeError as error:
         pytest.fail(str(error), pytrace=False)
     yield server
