@@ -275,7 +275,7 @@ SWITCH = [("skeleton", {}), ("gpt", {}), ("mix", {"parts": "attention"})]
 def model_switch(b, pages) -> dict | None:
     """One server while the sidebar's Model goes skeleton -> gpt -> mix, as a teacher shows each.
 
-    Each is a separate cached model (gptviz.ui.get_model keeps up to 3), so they add up.
+    Each is a separate model; gptviz.ui.get_model keeps as many as fit in GPTVIZ_MODEL_CACHE_MB (default 700 MiB: one 124M GPTModel), evicting before it builds.
     """
     page = "Predictions" if "Predictions" in pages else next((n for n in pages if n != "Home"), None)
     if page is None:

@@ -21,8 +21,9 @@ another's model, trace or random numbers.
 
 Model mix, by session index i: 124M DummyGPTModel (seed 123), 124M GPTModel (seed 123) and the
 tiny GPTModel (seed 1 + i % 2 with --specs 4, else seed 1). Every session has its own text and
-dropout on or off. The 124M models keep seed 123: each extra seed is another 0.5-0.7 GB model,
-and gptviz.ui.get_model keeps 3 (--specs 4 shows what a fourth costs).
+dropout on or off. The 124M models keep seed 123: each extra seed is another 0.3-0.65 GB model,
+and gptviz.ui.get_model keeps what fits in GPTVIZ_MODEL_CACHE_MB (default 700 MiB), so sessions on
+different 124M models make it rebuild them in turn (--specs 4 shows what a fourth costs).
 
 Budget for "holds N sessions": p95 of the warm reruns <= 1 s in the browser, no tracebacks,
 no mismatches. Chromium runs on the same cores as the server, so on a 2-core machine the

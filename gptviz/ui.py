@@ -163,7 +163,7 @@ def _build(spec: ModelSpec) -> BuiltModel:
 
 def get_model(spec: ModelSpec) -> BuiltModel:
     """The built model of spec, built once and shared by every page and session."""
-    in_a_page = get_script_run_ctx(suppress_warning=True) is not None  # not scripts/serve.py's warm-up
+    in_a_page = get_script_run_ctx(suppress_warning=True) is not None  # a spinner needs a page run (tests, scripts call this too)
     message = "Building the model (once; every page and visitor then shares it)..."
     with st.spinner(message) if in_a_page and spec not in MODELS else nullcontext():
         return MODELS.get(spec, lambda: _build(spec), size=_expected_model_bytes(spec))
