@@ -30,7 +30,9 @@ class ModelSpec:
     parts: frozenset = field(default=ALL_PARTS)  # real parts, for GPTModel
     seed: int = 123
     weights: str = ""  # for PRETRAINED: a checkpoint directory or .safetensors file
-    max_bytes: int | None = None  # for PRETRAINED: refuse larger weight files
+    # For PRETRAINED: refuse larger weight files. A check at build time, not part of what the model
+    # is, so not in the cache key: the UI derives it from the memory free now, which changes every rerun.
+    max_bytes: int | None = field(default=None, compare=False)
 
     @property
     def cfg(self) -> dict:

@@ -155,8 +155,7 @@ for component, placeholder in architecture.COMPONENTS.items():
             st.markdown(f"**Real: `{component}`**")
             st.code(architecture.source(component), language="python", wrap_lines=True)
 
-# --- the residual stream ----------------------------------------------------------------------
-
+# --- the residual stream (traced at the top of the page) ------------------------------------
 st.subheader("What each block does to your text")
 unchanged = int(changes["unchanged"].sum())
 if unchanged == n_layers:

@@ -148,3 +148,17 @@ def test_a_checkpoints_size_is_estimated_from_its_file(tmp_path):
         assert abs(expected - held) <= 0.05 * held, (weights, expected, held)
     assert ui._expected_model_bytes(ModelSpec(PRETRAINED, weights=str(tmp_path / "missing"))) is None
     assert ui._expected_model_bytes(ModelSpec(PRETRAINED, weights="bad\0path")) is None
+
+
+def test_a_checkpoint_stays_cached_when_the_servers_free_memory_changes(tmp_path, models):
+    """The UI caps a checkpoint's size by the memory free at each rerun: that cap must not make
+    the same checkpoint a new cache key (a rebuild and an untraced model on every rerun)."""
+    from gptviz.build import PRETRAINED
+    from gptviz.weights import save_gpt2
+
+    save_gpt2(build_model(ModelSpec(GPT, TINY, seed=3)).model, tmp_path)
+    first = ModelSpec(PRETRAINED, weights=str(tmp_path), max_bytes=900 * 2**20)
+    later = ModelSpec(PRETRAINED, weights=str(tmp_path), max_bytes=870 * 2**20)  # less free memory now
+    assert first == later and hash(first) == hash(later)
+    _, builds = models(4)
+    assert ui.get_model(first) is ui.get_model(later) and len(builds) == 1
