@@ -156,6 +156,14 @@ class Server:
         rows = [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]
         return [r for r in rows if r["t"] >= since]
 
+    def gc_pauses_s(self, since: float, until: float | None = None) -> float:
+        """Seconds the server spent in garbage collections of 1 ms or more that ended in [since, until]."""
+        path = Path(str(self.run_log) + ".gc")
+        if not path.exists():
+            return 0.0
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return sum(r["pause_s"] for r in rows if since <= r["t"] <= (until or time.time()))
+
     def page_url(self, path: str, **params) -> str:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return f"{self.url}/{path}" + (f"?{query}" if query else "")

@@ -88,6 +88,7 @@ def retype(server: Server, tab: Tab, text: str, timeout_s: float = 120, settle_s
         "browser_not_running_ms": None if times["not_running_ms"] is None else times["not_running_ms"] - mark,
         "server_ms": 1000 * runs[-1]["exec_s"] if runs else None,
         "server_cpu_ms": 1000 * runs[-1].get("process_cpu_s", 0) if runs else None,
+        "server_gc_ms": 1000 * server.gc_pauses_s(wall),  # from typing until every chart was drawn
         "server_runs": len(runs),
         "bytes": tab.bytes_since(start),
         "exceptions": tab.exceptions(),
@@ -115,6 +116,7 @@ def _summary(reruns: list[dict]) -> dict:
     return {
         "server_ms_median": median([r["server_ms"] for r in reruns]),
         "server_cpu_ms_median": median([r["server_cpu_ms"] for r in reruns]),
+        "server_gc_ms_max": max((r["server_gc_ms"] or 0 for r in reruns), default=None),
         "browser_ms_median": median([r["browser_ms"] for r in reruns]),
         "bytes_median": median([r["bytes"] for r in reruns]),
         "bytes_max": max((r["bytes"] for r in reruns), default=None),
@@ -187,7 +189,8 @@ def cmd_warm(args, pages) -> dict:
                 continue
             s = _summary(out["reruns"])
             rows.append({"page": name, "model": args.model, "tokens": n, **out, "summary": s})
-            print(f"  {name:12s} server {s['server_ms_median']:7.1f} ms   browser {s['browser_ms_median']:7.1f} ms   "
+            print(f"  {name:12s} server {s['server_ms_median']:7.1f} ms (gc at most {s['server_gc_ms_max']:5.1f} ms)   "
+                  f"browser {s['browser_ms_median']:7.1f} ms   "
                   f"sent {s['bytes_median'] / 1024:7.1f} kB per rerun (first load {out['first_load']['bytes'] / 1024:.0f} kB)"
                   + (f"   EXCEPTIONS {s['exceptions']}" if s["exceptions"] else ""))
         mem = server.memory_mb()

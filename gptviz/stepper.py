@@ -40,9 +40,21 @@ class Step:
         return self.chosen != self.drawn
 
 
+def top_ids(logits: np.ndarray, n: int) -> np.ndarray:
+    """The ids of the n largest logits, largest first, ties by lower id: the first n of
+    np.argsort(-logits, kind="stable") without sorting all 50,257 (7 ms a step, ten steps a rerun)."""
+    if n >= len(logits) or np.isnan(logits).any():  # NaN: leave the ordering to the full sort
+        return np.argsort(-logits, kind="stable")[:n]
+    nth = np.partition(logits, len(logits) - n)[len(logits) - n]  # the n-th largest value
+    above = np.flatnonzero(logits > nth)
+    ties = np.flatnonzero(logits == nth)[: n - len(above)]  # equal to the n-th: lowest ids first
+    ids = np.concatenate([above, ties])
+    return ids[np.argsort(-logits[ids], kind="stable")]
+
+
 def _candidates(dist: dict, extra: int, n: int) -> dict:
     logits = dist["logits"]
-    order = np.argsort(-logits, kind="stable")[:n]
+    order = top_ids(logits, n)
     if extra not in order:
         order = np.append(order, extra)
     return {

@@ -46,14 +46,13 @@ spec, cfg = inputs.spec, inputs.cfg
 B, T, n_layers = inputs.batch_size, inputs.n_tokens, cfg["n_layers"]
 skeleton = spec.kind == SKELETON
 real_norm = not skeleton and "layer_norm" in spec.parts
-# The model runs first, before the tables and figures are drawn: the browser redrawing the page
-# would otherwise compete with the forward pass for the same cores.
 points = stats.BLOCK_POINTS
 trace_bytes = 4 * B * T * cfg["emb_dim"] * (n_layers * (len(points) - 1) + 1)
 if trace_bytes > MAX_TRACE_BYTES:
     points = ("input", "output")
-tr = ui.get_trace(inputs, keep=stats.keep_patterns(points))
-changes = stats.block_changes(tr, n_layers)
+# The forward pass runs in the background while the architecture, the parameters and the code,
+# which do not depend on the text, are drawn; the residual stream below waits for it.
+pending_trace = ui.start_trace(inputs, keep=stats.keep_patterns(points))
 st.caption(f"Model: **{spec.label}**, {n_layers} blocks, emb_dim {cfg['emb_dim']}, batch {B} x {T} tokens.")
 
 # --- architecture --------------------------------------------------------------------------
@@ -155,7 +154,9 @@ for component, placeholder in architecture.COMPONENTS.items():
             st.markdown(f"**Real: `{component}`**")
             st.code(architecture.source(component), language="python", wrap_lines=True)
 
-# --- the residual stream (traced at the top of the page) ------------------------------------
+# --- the residual stream (traced in the background since the top of the page) ---------------
+tr = pending_trace.result()
+changes = stats.block_changes(tr, n_layers)
 st.subheader("What each block does to your text")
 unchanged = int(changes["unchanged"].sum())
 if unchanged == n_layers:

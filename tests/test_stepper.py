@@ -6,6 +6,7 @@ import torch
 
 from gptviz import GPT_CONFIG_124M, PRESETS, ModelSpec, build_model, config_key, encode, trace
 from gptviz.generation import generate, generate_text_simple
+from gptviz import stepper
 from gptviz.stepper import PrefixLogits, format_picks, parse_picks, walk
 
 TINY = PRESETS["tiny (teaching)"]
@@ -100,3 +101,18 @@ def test_seed_model_greedy_text_matches_the_course():
     model = DummyGPTModel(GPT_CONFIG_124M).eval()
     expected = generate_text_simple(model, torch.tensor([prompt]), 4, 1024)[0, len(prompt):]
     assert [s.chosen for s in steps] == expected.tolist()
+
+
+@pytest.mark.parametrize("n", [1, 5, 12, 99, 100, 150])
+def test_top_ids_is_the_head_of_the_stable_full_sort(n):
+    # Many ties, also at the n-th value, and negative zeros: the order must be argsort's exactly.
+    rng = np.random.default_rng(n)
+    logits = rng.integers(-3, 4, size=100).astype(np.float32)
+    logits[rng.integers(0, 100, size=5)] = -0.0
+    expected = np.argsort(-logits, kind="stable")[:n]
+    np.testing.assert_array_equal(stepper.top_ids(logits, n), expected)
+
+
+def test_top_ids_with_nan_falls_back_to_the_full_sort():
+    logits = np.array([1.0, np.nan, 3.0, 2.0], dtype=np.float32)
+    np.testing.assert_array_equal(stepper.top_ids(logits, 2), np.argsort(-logits, kind="stable")[:2])
