@@ -32,9 +32,8 @@ ui.seed_code(
 ui.show_notes(inputs)
 ui.require_model(inputs)
 ui.require_tokens(inputs)
-# The model runs first, before anything below the sidebar is drawn: the browser redrawing the
-# page would otherwise compete with the forward pass for the same cores.
-trace = ui.get_trace(inputs, keep=("logits",))
+# The forward pass runs in the background while the controls are drawn.
+pending_trace = ui.start_trace(inputs, keep=("logits",))
 
 
 GREEDY_NOTE = "τ = 0 is greedy decoding (always the argmax, probabilities 1 and 0), which the slider only approaches"
@@ -71,7 +70,7 @@ if inputs.batch_size > 1:
         captions=[f"“{text}”" for text in inputs.texts],
     )
 
-logits = trace["logits"]  # (B, T, vocab_size), read-only float32
+logits = pending_trace.result()["logits"]  # (B, T, vocab_size), read-only float32
 B, T, V = logits.shape
 token_ids = np.asarray(inputs.token_ids[row])
 row_logits = logits[row]  # (T, vocab_size): reduced below before anything is drawn
