@@ -2,9 +2,9 @@
 
 Every page starts with `inputs = ui.setup("Title")`. That draws the sidebar (each control
 bound to a URL query parameter, so any view is a shareable link), validates the config,
-tokenizes the text and returns an `Inputs`. Pages then ask `get_trace(inputs, keep=...)` (or `start_trace`, to draw meanwhile)
-for the intermediates they show; models and traces are built once and shared through
-bounded caches. Pages never compute with torch themselves.
+tokenizes the text and returns an `Inputs`. Pages then ask `get_trace(inputs, keep=...)`
+for the intermediates they show (or `start_trace`, to draw other things meanwhile); models
+and traces are built once and shared through bounded caches. Pages never compute with torch themselves.
 """
 
 from __future__ import annotations
