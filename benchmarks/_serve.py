@@ -6,9 +6,10 @@ With GPTVIZ_BENCH_RUNLOG=<path> set, every script run appends one JSON line to <
 wall-clock start, seconds (and process CPU seconds) spent executing the page script (widgets, cached loaders,
 figure building and serialising, everything the script thread does for that run),
 garbage-collector pauses in the server during the run, the session and the query string;
-<path>.gc gets one line per collection of 1 ms or more (when it ended, how long, generation). Nothing else changes: the app is served exactly as
-`streamlit run` serves it. The benchmarks start the server through this file so the
-server-side time of a rerun comes from the real server the browser talks to.
+<path>.gc gets one line per collection of 1 ms or more (when it ended, how long, generation).
+Nothing else changes: the app is served exactly as `streamlit run` serves it. The benchmarks
+start the server through this file so the server-side time of a rerun comes from the real
+server the browser talks to.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def retype(server: Server, tab: Tab, text: str, timeout_s: float = 120, settle_s
         "browser_not_running_ms": None if times["not_running_ms"] is None else times["not_running_ms"] - mark,
         "server_ms": 1000 * runs[-1]["exec_s"] if runs else None,
         "server_cpu_ms": 1000 * runs[-1].get("process_cpu_s", 0) if runs else None,
-        "server_gc_ms": 1000 * server.gc_pauses_s(wall),  # from typing until every chart was drawn
+        "server_gc_ms": 1000 * server.gc_pauses_s(wall),  # from typing until drawn, plus settle_s
         "server_runs": len(runs),
         "bytes": tab.bytes_since(start),
         "exceptions": tab.exceptions(),

@@ -177,6 +177,15 @@ def token_label(token_id: int) -> str:
         return "".join(f"<{b:02x}>" for b in piece)
 
 
+def bidi_isolated(text: str) -> str:
+    """text between Unicode's first-strong isolate and its pop (U+2068 ... U+2069).
+
+    A right-to-left override (U+202E) or embedding that a user typed then stays inside their
+    text instead of reversing the page's own words after it in the same line.
+    """
+    return f"\u2068{text}\u2069"
+
+
 def show_whitespace(text: str) -> str:
     """Spaces as ␣, newlines as ↵, tabs as ⇥: whitespace is part of a GPT-2 token."""
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")

@@ -5,7 +5,7 @@ position, and the greedy next token the course's generation loop would append.""
 import numpy as np
 import streamlit as st
 
-from gptviz import predictions, ui
+from gptviz import predictions, tokenizer, ui
 from gptviz.charts import predictions as prediction_charts
 
 K_MIN, K_MAX, K_DEFAULT = 1, 50, 5
@@ -87,7 +87,7 @@ st.code(f"idx_next = tensor({idx_next.tolist()})  # shape ({B}, 1)", language="p
 for b in range(B):
     shown = inputs.texts[b] if len(inputs.texts[b]) <= 80 else "…" + inputs.texts[b][-80:]
     st.markdown(
-        f"**{shown}** → **`{prediction_charts.vocab_label(int(idx_next[b, 0]))}`** (id {int(idx_next[b, 0])}, "
+        f"**{tokenizer.bidi_isolated(shown)}** → **`{prediction_charts.vocab_label(int(idx_next[b, 0]))}`** (id {int(idx_next[b, 0])}, "
         f"probability {prediction_charts.format_prob(float(last_probs[b]))} out of {V:,} candidates)"
     )
 if trained:

@@ -136,3 +136,13 @@ def test_long_text_uses_a_position_selector_and_stays_light():
     at = run_page(PAGE, text=LONG_TEXT[:200], position="99999")
     n = len(tokenizer.encode(LONG_TEXT[:200]))
     assert at.slider(key="position").value == n - 1 and "showing position = " in texts(at)
+
+
+def test_a_right_to_left_override_in_the_text_stays_inside_it():
+    # U+202E reverses everything after it on its line: the page's own words must not follow it.
+    at = run_page("pages/5_Predictions.py", text="evil \u202eoverride", text2="")
+    assert not errors(at)
+    line = next(m.value for m in at.markdown if "out of" in m.value and "→" in m.value)
+    inside, _, after = line.partition("\u2069")
+    assert "\u2068" in inside and "\u202e" in inside
+    assert "\u202e" not in after and "candidates" in after

@@ -39,7 +39,7 @@ def test_start_trace_gives_the_trace_a_direct_forward_pass_gives(fresh_traces):
         np.testing.assert_array_equal(got[name], want[name])
 
 
-def test_start_trace_runs_off_the_page_thread_and_lands_in_the_shared_cache(fresh_traces):
+def test_start_trace_runs_off_the_page_thread_and_lands_in_the_shared_cache(fresh_traces, monkeypatch):
     inputs = inputs_for([9, 10, 11])
     seen = {}
     original = ui.get_trace
@@ -48,11 +48,9 @@ def test_start_trace_runs_off_the_page_thread_and_lands_in_the_shared_cache(fres
         seen["thread"] = threading.current_thread().name
         return original(inp, keep)
 
-    ui.get_trace, saved = recording, ui.get_trace
-    try:
-        first = ui.start_trace(inputs, keep=("logits",)).result(timeout=60)
-    finally:
-        ui.get_trace = saved
+    monkeypatch.setattr(ui, "get_trace", recording)
+    first = ui.start_trace(inputs, keep=("logits",)).result(timeout=60)
+    monkeypatch.setattr(ui, "get_trace", original)
     assert seen["thread"].startswith("gptviz-trace")
     again = ui.start_trace(inputs, keep=("logits",))
     assert again.done() and again.result() is first  # a hit: no second forward pass
