@@ -48,7 +48,7 @@ def test_default_next_token_is_the_argmax_of_the_seeds_model(default_page, seed_
     assert f"idx_next = tensor({[[int(i)] for i in expected]})" in "\n".join(code_blocks(default_page))
     page = texts(default_page)
     for text, token in zip(("Every effort moves you", "Every day holds a"), expected):
-        assert f"**{text}** → **`{tokenizer.token_label(int(token))}`** (id {token}," in page
+        assert f"**{tokenizer.bidi_isolated(text)}** → **`{tokenizer.token_label(int(token))}`** (id {token}," in page
     bars = charts(default_page)[0]["data"]
     assert len(bars) == 4  # four positions, one panel each
     assert bars[3]["y"][0] == f"1. {tokenizer.token_label(int(expected[0]))}"
