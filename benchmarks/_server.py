@@ -84,10 +84,13 @@ def _status_kb(pid: int, field: str) -> int:
 class Server:
     """The app on a free port, through _serve.py; a context manager that always kills it."""
 
-    def __init__(self, env: dict | None = None, port: int | None = None):
+    def __init__(self, env: dict | None = None, port: int | None = None, init_cache: Path | None = None):
+        """`init_cache`: the directory of kept initial weights (gptviz.init_cache); by default an empty
+        one of this server's own, so it builds its models as on a fresh machine."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_dir = tempfile.TemporaryDirectory(prefix="gptviz-bench-")
+        self.init_cache = init_cache or Path(self._log_dir.name) / "init-cache"
         self.run_log = Path(self._log_dir.name) / "runs.jsonl"
         self.stdout = Path(self._log_dir.name) / "server.log"
         self.extra_env = env or {}
@@ -95,7 +98,8 @@ class Server:
         self.launched_at: float | None = None
 
     def start(self) -> "Server":
-        env = {**os.environ, **self.extra_env, "GPTVIZ_BENCH_RUNLOG": str(self.run_log),
+        env = {**os.environ, "GPTVIZ_INIT_CACHE_DIR": str(self.init_cache), **self.extra_env,
+               "GPTVIZ_BENCH_RUNLOG": str(self.run_log),
                "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
         cmd = [
             sys.executable, str(ROOT / "benchmarks" / "_serve.py"), "app.py",

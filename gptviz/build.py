@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import validate_config
+from . import init_cache
+from .config import estimate_bytes, validate_config
 from .models import ALL_PARTS, DummyGPTModel, GPTModel
 
 SKELETON = "DummyGPTModel"  # the seed's skeleton
@@ -80,10 +81,31 @@ def build_model(spec: ModelSpec) -> BuiltModel:
         # No constructor drew from a seed here, so dropout masks start from the seed itself.
         return BuiltModel(model, config_of(model), torch.Generator().manual_seed(spec.seed).get_state())
     cfg = validate_config(spec.cfg, parts=spec.parts, placeholder_blocks=spec.kind == SKELETON)
+
+    def construct():
+        return DummyGPTModel(cfg) if spec.kind == SKELETON else GPTModel(cfg, spec.parts)
+
+    stored = _init_file(spec, cfg)
     with _RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        model = DummyGPTModel(cfg) if spec.kind == SKELETON else GPTModel(cfg, spec.parts)
-        rng_state = torch.get_rng_state()
+        loaded = init_cache.load(stored, construct) if stored is not None else None
+        if loaded is None:
+            torch.manual_seed(spec.seed)
+            model = construct()
+            rng_state = torch.get_rng_state()
+    if loaded is not None:
+        model, rng_state = loaded
+    elif stored is not None:
+        init_cache.save_in_background(stored, model, rng_state)
     model.requires_grad_(False)
     model.eval()
     return BuiltModel(model, cfg, rng_state)
+
+
+def _init_file(spec: ModelSpec, cfg: dict):
+    """Where this model's initial weights are kept on disk (see init_cache), or None: the
+    cache is off, or the model is small enough to build in milliseconds."""
+    directory = init_cache.cache_dir()
+    placeholder_blocks = spec.kind == SKELETON
+    if directory is None or estimate_bytes(cfg, spec.parts, placeholder_blocks) < init_cache.MIN_BYTES:
+        return None
+    return directory / init_cache.file_name(spec.kind, spec.config, spec.parts, spec.seed)

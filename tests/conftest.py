@@ -7,6 +7,10 @@ machine, and is refused in CI (CI=true), where a browser test must never be skip
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
 import browser as b
@@ -17,6 +21,16 @@ SKIP_ENV = "GPTVIZ_SKIP_BROWSER"
 def pytest_configure(config):
     if b.truthy(SKIP_ENV) and b.truthy("CI"):
         raise pytest.UsageError(f"{SKIP_ENV}=1 is set in CI (CI=true): browser tests must run in CI, never be skipped.")
+    # Initial weights kept on disk (gptviz.init_cache) go to this run's own directory, shared by
+    # the app servers the browser tests start: a run never reads what an earlier one left.
+    config._init_cache_dir = tempfile.mkdtemp(prefix="gptviz-init-cache-")
+    os.environ["GPTVIZ_INIT_CACHE_DIR"] = config._init_cache_dir
+
+
+def pytest_unconfigure(config):
+    directory = getattr(config, "_init_cache_dir", None)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
