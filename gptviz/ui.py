@@ -58,7 +58,17 @@ MAX_MODEL_BYTES = int(float(os.environ.get("GPTVIZ_MAX_MODEL_MB", "1600")) * 2**
 # core, torch's threads and the Python thread that builds the figures fight for them and a
 # warm rerun took 2-4x longer (benchmarks/README.md). GPTVIZ_TORCH_THREADS changes it.
 TORCH_THREADS = max(1, int(os.environ.get("GPTVIZ_TORCH_THREADS", "1")))
-torch.set_num_threads(TORCH_THREADS)
+
+
+def _use_torch_threads() -> None:
+    """Apply TORCH_THREADS to the calling thread. The setting is per OS thread (OpenMP's and
+    MKL's thread counts are thread-local; a new thread starts at one per core), and Streamlit
+    runs every rerun in a new thread: without this, only the thread that first imported this
+    module used one, and every later rerun and trace worker multiplied on two."""
+    torch.set_num_threads(TORCH_THREADS)
+
+
+_use_torch_threads()
 
 MODEL_CHOICES = {
     "skeleton": "DummyGPTModel: the seed's skeleton",
@@ -229,7 +239,7 @@ def get_trace(inputs: Inputs, keep=None) -> Trace:
 # releases the GIL in its kernels, so the forward pass runs on one core while the page's
 # Python runs on the other. A few workers: on 2 cores more would only take turns.
 _TRACE_WORKERS = ThreadPoolExecutor(max_workers=int(os.environ.get("GPTVIZ_TRACE_WORKERS", "2")),
-                                    thread_name_prefix="gptviz-trace")
+                                    thread_name_prefix="gptviz-trace", initializer=_use_torch_threads)
 
 
 def start_trace(inputs: Inputs, keep=None) -> Future:
@@ -447,6 +457,7 @@ def _freeze_long_lived_objects() -> None:
 def setup(title: str) -> Inputs:
     """Set up a page: config, the shared sidebar, and the validated inputs."""
     _freeze_long_lived_objects()
+    _use_torch_threads()  # this rerun's thread
     st.set_page_config(page_title=f"{title} · gptviz", page_icon=FAVICON, layout="wide")
     _navigation()
     text, text2, model_choice, cfg, kind, parts, seed, dropout, weights, weights_problem = _sidebar()

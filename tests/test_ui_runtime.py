@@ -3,11 +3,15 @@ background while the page draws, and the imports' objects kept out of the garbag
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from apptest_helpers import errors, run_page
 from gptviz import trace, ui
@@ -72,3 +76,50 @@ def test_a_page_run_freezes_the_imported_objects():
     at.run()
     # ... and a rerun that imports nothing new freezes nothing more (its own objects stay collectable).
     assert gc.get_freeze_count() <= frozen  # fewer: frozen objects are still freed when unreferenced
+
+
+def _openmp_threads():
+    """omp_get_max_threads() of the calling thread: torch's thread count is per OS thread."""
+    lib = next(iter(sorted((Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))), None)
+    if lib is None:
+        pytest.skip("this torch build does not bundle GNU OpenMP")
+    return ctypes.CDLL(str(lib)).omp_get_max_threads
+
+
+def in_new_thread(func):
+    result = []
+    thread = threading.Thread(target=lambda: result.append(func()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def test_every_thread_that_computes_uses_the_configured_torch_threads(monkeypatch):
+    """A new OS thread starts at one OpenMP thread per core, and Streamlit runs each rerun in a new
+    thread: the setting must be applied in each (a value no default has makes it visible)."""
+    omp_max_threads = _openmp_threads()
+    monkeypatch.setattr(ui, "TORCH_THREADS", 7)
+    try:
+        assert in_new_thread(omp_max_threads) != 7  # what a rerun thread had before
+
+        def rerun_thread():
+            ui._use_torch_threads()  # what ui.setup does first in every rerun
+            return omp_max_threads()
+
+        assert in_new_thread(rerun_thread) == 7
+        with ThreadPoolExecutor(1, initializer=ui._use_torch_threads) as workers:
+            assert workers.submit(omp_max_threads).result() == 7
+        assert ui._TRACE_WORKERS._initializer is ui._use_torch_threads
+    finally:
+        monkeypatch.undo()
+        ui._use_torch_threads()
+
+
+def test_a_page_run_applies_the_torch_threads(monkeypatch):
+    omp_max_threads = _openmp_threads()
+    seen = []
+    original = ui._use_torch_threads
+    monkeypatch.setattr(ui, "_use_torch_threads", lambda: (original(), seen.append(omp_max_threads())))
+    at = run_page("pages/1_Tokens.py")
+    assert not errors(at)
+    assert seen == [ui.TORCH_THREADS]
