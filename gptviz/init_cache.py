@@ -149,8 +149,23 @@ def save_in_background(path: Path, model: nn.Module, rng_state: torch.Tensor) ->
             pass
 
     thread = threading.Thread(target=write, name="gptviz-init-cache", daemon=True)
+    with _WRITERS_LOCK:
+        _WRITERS[:] = [t for t in _WRITERS if t.is_alive()] + [thread]
     thread.start()
     return thread
+
+
+_WRITERS: list[threading.Thread] = []
+_WRITERS_LOCK = threading.Lock()
+
+
+def wait_for_writes(timeout_s: float = 30) -> None:
+    """Until the background writes end. A writer holds its model's tensors: a model evicted from
+    the model cache while it is still being written stays in memory until then."""
+    with _WRITERS_LOCK:
+        writers = list(_WRITERS)
+    for thread in writers:
+        thread.join(timeout_s)
 
 
 def prune(directory: Path, limit: int, keep: Path | None = None) -> None:

@@ -25,7 +25,7 @@ import streamlit as st
 import torch
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from . import tokenizer
+from . import init_cache, tokenizer
 from .build import GPT, PRETRAINED, SKELETON, BuiltModel, ModelSpec, build_model
 from .config import (
     DEFAULT_PRESET,
@@ -166,8 +166,10 @@ def _build(spec: ModelSpec) -> BuiltModel:
 
     A model's smaller matrices (2-9 MiB in the 124M blocks) come from malloc's heaps, which
     keep freed memory for reuse rather than return it: a server that had just evicted the
-    124M GPTModel stayed at 984 MB of RSS until malloc_trim(0) brought it to 557 MB.
+    124M GPTModel stayed at 984 MB of RSS until malloc_trim(0) brought it to 557 MB. An evicted
+    model that is still being written to the init cache is only released when that write ends.
     """
+    init_cache.wait_for_writes()
     if _malloc_trim is not None:
         _malloc_trim(0)
     return build_model(spec)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptviz import build, init_cache
+from gptviz import build, init_cache, ui
 from gptviz.build import GPT, SKELETON, ModelSpec, build_model
 from gptviz.config import GPT_CONFIG_124M, PRESETS, config_key
 from gptviz.models import _stacked
@@ -215,3 +215,26 @@ def test_124m_read_back_prints_the_seeds_and_the_courses_logits(kind, printed, s
     assert store[1] == [False, True]
     tr = trace(built.model, SEED_BATCH, keep=("logits",), dropout_generator=built.dropout_generator())
     np.testing.assert_allclose(printed_columns(tr["logits"]), printed, atol=PRINT_TOLERANCE, rtol=0)
+
+
+def test_a_build_first_waits_for_the_writes_that_hold_an_evicted_model(tmp_path, monkeypatch):
+    """A writer holds its model's tensors: the model cache's build waits for it, so an evicted
+    model is released before the next one is allocated."""
+    release, written = threading.Event(), []
+
+    def slow_save(path, model, rng_state):
+        release.wait(30)
+        written.append(path)
+
+    monkeypatch.setattr(init_cache, "save", slow_save)
+    built = build_model(SPECS["skeleton"])
+    init_cache.save_in_background(tmp_path / "model.pt", built.model, built.rng_state)
+    order = []
+    monkeypatch.setattr(ui, "build_model", lambda spec: order.append(("build", list(written))))
+    builder = threading.Thread(target=ui._build, args=(SPECS["gpt"],))
+    builder.start()
+    builder.join(0.5)
+    assert builder.is_alive() and not order  # waiting for the write
+    release.set()
+    builder.join(30)
+    assert order == [("build", [tmp_path / "model.pt"])]
