@@ -37,9 +37,13 @@ VIEWPORT = tb.VIEWPORT
 
 
 def free_port(ports: range = PORTS) -> int:
-    """The first port of `ports` nothing listens on (each script has its own range, so they can run at once)."""
+    """The first port of `ports` nothing listens on (each script has its own range, so they can run at once).
+
+    SO_REUSEADDR as the server's own listener (tornado) sets it: a port whose last connections are
+    in TIME_WAIT is free for it (without, `cold`'s 28 servers in a few minutes ran out of ports)."""
     for port in ports:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
                 return port
