@@ -22,6 +22,7 @@ GPTVIZ_INIT_CACHE_MB bounds it (default 2048).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -108,8 +109,8 @@ def load(path: Path, make_model) -> tuple[nn.Module, torch.Tensor] | None:
         saved = torch.load(path, mmap=True, weights_only=True)
     except FileNotFoundError:
         return None
-    except Exception:  # truncated or foreign: build instead, and let the next build rewrite it
-        path.unlink(missing_ok=True)
+    except Exception:  # truncated, foreign or unreadable: build instead, and let the next build rewrite it
+        _discard(path)
         return None
     with _NoRandomInit():
         model = make_model()
@@ -118,12 +119,18 @@ def load(path: Path, make_model) -> tuple[nn.Module, torch.Tensor] | None:
     if set(tensors) != set(expected) or any(
         tensors[n].shape != t.shape or tensors[n].dtype != t.dtype for n, t in expected.items()
     ):
-        path.unlink(missing_ok=True)
+        _discard(path)
         return None
     for name, tensor in tensors.items():
         _put(model, name, tensor)
-    os.utime(path)  # most recently used: pruned last
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used: pruned last
     return model, saved["rng_state"]
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):  # e.g. a directory this server may read but not change
+        path.unlink(missing_ok=True)
 
 
 def save(path: Path, model: nn.Module, rng_state: torch.Tensor) -> None:

@@ -36,7 +36,8 @@ def store(tmp_path, monkeypatch):
     """A fresh directory that keeps every model, written before build_model returns."""
     monkeypatch.setenv("GPTVIZ_INIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(init_cache, "MIN_BYTES", 0)
-    monkeypatch.setattr(init_cache, "save_in_background", lambda *args: init_cache.save(*args))
+    background = init_cache.save_in_background
+    monkeypatch.setattr(init_cache, "save_in_background", lambda *args: background(*args).join())
     loads = []
     original = init_cache.load
 
@@ -238,3 +239,19 @@ def test_a_build_first_waits_for_the_writes_that_hold_an_evicted_model(tmp_path,
     release.set()
     builder.join(30)
     assert order == [("build", [tmp_path / "model.pt"])]
+
+
+def test_a_file_that_cannot_be_read_or_removed_means_a_normal_build(store, monkeypatch):
+    directory, loads = store
+    spec = SPECS["gpt"]
+    build_model(spec)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError("read-only, unreadable cache")
+
+    monkeypatch.setattr(torch, "load", unreadable)
+    monkeypatch.setattr(init_cache.Path, "unlink", unreadable)
+    monkeypatch.setattr(init_cache, "save", unreadable)  # and the rewrite fails too
+    built = build_model(spec)
+    assert loads == [False, False]
+    assert torch.equal(built.model.out_head.weight, fresh(spec, monkeypatch).model.out_head.weight)
