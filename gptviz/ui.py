@@ -423,10 +423,11 @@ def _batch(text: str, text2: str, context_length: int):
             notes.append(f"Text {i + 1} has {len(ids)} tokens but {why}: only its first {limit} tokens are used.")
             rows[i] = ids[:limit]
     if len(rows) == 2 and len(rows[0]) != len(rows[1]):
-        notes.append(
-            f"The two texts have {len(rows[0])} and {len(rows[1])} tokens. torch.stack needs rows of "
-            "equal length (the course pads them in later chapters), so only the first text is used."
-        )
+        if rows[0]:  # an empty first text gets the page's "type some text", not a note on lengths
+            notes.append(
+                f"The two texts have {len(rows[0])} and {len(rows[1])} tokens. torch.stack needs rows of "
+                "equal length (the course pads them in later chapters), so only the first text is used."
+            )
         rows = rows[:1]
     rows = [r for r in rows if r]
     texts = tuple(tokenizer.decode(r) for r in rows)

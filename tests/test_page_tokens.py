@@ -121,6 +121,14 @@ def test_empty_text_gives_a_hint():
     assert "Type some text" in texts(at)
 
 
+def test_empty_first_text_beside_the_default_second_gives_only_the_hint():
+    """Not "the two texts have 0 and 4 tokens": there is no batch to explain, only a text to type."""
+    at = run_page(PAGE, text="")  # the second text keeps its default, "Every day holds a"
+    assert errors(at) == []
+    assert "Type some text" in texts(at)
+    assert "The two texts have" not in texts(at)
+
+
 def test_whitespace_only_text_shows_its_space_tokens():
     at = run_page(PAGE, text="   ", text2="")
     assert errors(at) == []
