@@ -115,17 +115,19 @@ def load(path: Path, make_model) -> tuple[nn.Module, torch.Tensor] | None:
     with _NoRandomInit():
         model = make_model()
     expected = _tensors(model)
-    tensors = saved.get("tensors", {}) if isinstance(saved, dict) else {}
-    if set(tensors) != set(expected) or any(
-        tensors[n].shape != t.shape or tensors[n].dtype != t.dtype for n, t in expected.items()
-    ):
+    saved = saved if isinstance(saved, dict) else {}
+    tensors, rng_state = saved.get("tensors", {}), saved.get("rng_state")
+    fits = set(tensors) == set(expected) and all(
+        tensors[n].shape == t.shape and tensors[n].dtype == t.dtype for n, t in expected.items()
+    )
+    if not fits or not isinstance(rng_state, torch.Tensor) or rng_state.dtype != torch.uint8:
         _discard(path)
         return None
     for name, tensor in tensors.items():
         _put(model, name, tensor)
     with contextlib.suppress(OSError):
         os.utime(path)  # most recently used: pruned last
-    return model, saved["rng_state"]
+    return model, rng_state
 
 
 def _discard(path: Path) -> None:

@@ -121,7 +121,7 @@ def test_each_difference_gets_its_own_file(store, monkeypatch):
     assert init_cache.file_name(base.kind, base.config, base.parts, base.seed) != before
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "another model"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another model", "no rng state"])
 def test_a_bad_file_is_replaced_by_a_normal_build(damage, store, monkeypatch):
     directory, loads = store
     spec = SPECS["gpt"]
@@ -131,9 +131,12 @@ def test_a_bad_file_is_replaced_by_a_normal_build(damage, store, monkeypatch):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
         path.write_bytes(b"not a torch file")
-    else:  # the right name, the wrong tensors (e.g. written by other code under the same name)
+    elif damage == "another model":  # the right name, the wrong tensors (e.g. other code, same name)
         other = fresh(SPECS["mix"], monkeypatch)
         init_cache.save(path, other.model, other.rng_state)
+    else:
+        saved = torch.load(path, weights_only=True)
+        torch.save({"tensors": saved["tensors"]}, path)
     built = build_model(spec)
     assert loads == [False, False]
     expected = fresh(spec, monkeypatch)
