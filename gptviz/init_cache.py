@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -152,6 +153,7 @@ def save_in_background(path: Path, model: nn.Module, rng_state: torch.Tensor) ->
     directory) only means the next build draws the numbers again."""
 
     def write():
+        _yield_the_cpu()
         try:
             save(path, model, rng_state)
         except OSError:
@@ -162,6 +164,14 @@ def save_in_background(path: Path, model: nn.Module, rng_state: torch.Tensor) ->
         _WRITERS[:] = [t for t in _WRITERS if t.is_alive()] + [thread]
     thread.start()
     return thread
+
+
+def _yield_the_cpu() -> None:
+    """Lowest CPU priority for the calling thread, so the write takes what the page leaves over.
+    Linux only: there a thread id is a valid target for setpriority (elsewhere it would name a process)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 _WRITERS: list[threading.Thread] = []

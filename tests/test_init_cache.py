@@ -9,6 +9,7 @@ check the seed's and the course's printed numbers from a model read back.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -258,3 +259,14 @@ def test_a_file_that_cannot_be_read_or_removed_means_a_normal_build(store, monke
     built = build_model(spec)
     assert loads == [False, False]
     assert torch.equal(built.model.out_head.weight, fresh(spec, monkeypatch).model.out_head.weight)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_writer_runs_at_the_lowest_priority_and_leaves_the_server_alone(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(init_cache, "save", lambda *args: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+    built = build_model(SPECS["skeleton"])
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    init_cache.save_in_background(tmp_path / "model.pt", built.model, built.rng_state).join(30)
+    assert seen == [19]  # the writer thread's own nice value (PRIO_PROCESS, 0 = the calling thread)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the rest of the server keeps its priority
