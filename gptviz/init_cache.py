@@ -39,7 +39,8 @@ FORMAT = 1  # bump when what a file holds changes
 MIN_BYTES = 32 * 2**20
 SUFFIX = ".pt"
 _ABANDONED_TMP_S = 3600  # a temporary file this old was left by a writer that died
-# The code whose behaviour decides the numbers: build.py seeds and constructs, models.py initialises.
+# The code whose behaviour decides the numbers: build.py seeds and constructs, models.py initialises,
+# config.py validates (and so completes) the config the constructors read.
 _SOURCES = ("build.py", "models.py", "config.py")
 
 
