@@ -210,6 +210,14 @@ _STATE_OBSERVER = """
       } } })
     .observe(document, {subtree: true, childList: true, attributes: true,
                         attributeFilter: ['data-test-script-state']});
+  // The Generate page's token rows (data-gv-generated = tokens generated so far), each time they change.
+  window.__generated = [];
+  let last = null, lastNode = null;
+  new MutationObserver(() => {
+    const e = document.querySelector('[data-gv-generated]');
+    const v = e ? Number(e.getAttribute('data-gv-generated')) : null;
+    if (v !== last || e !== lastNode) { last = v; lastNode = e; window.__generated.push([performance.now(), v]); }
+  }).observe(document, {subtree: true, childList: true, attributes: true});
 })();
 """
 
@@ -283,6 +291,12 @@ class Tab:
     def wait_first_load(self, timeout_s: float = 120, server: "Server | None" = None,
                         since_wall: float | None = None) -> dict:
         return self.wait_run_done(0.0, timeout_s, server, since_wall)
+
+    def first_token_ms(self, since_ms: float) -> float | None:
+        """Page-clock time when the Generate page first showed a generated token after
+        `since_ms` (its token rows are redrawn as each step comes), or None on other pages."""
+        rows = self.page.evaluate("window.__generated")
+        return next((t for t, n in rows if t >= since_ms and n), None)
 
     def bytes_since(self, t0: float) -> int:
         return sum(n for t, _, n in self.frames if t >= t0)

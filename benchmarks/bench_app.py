@@ -87,8 +87,10 @@ def retype(server: Server, tab: Tab, text: str, timeout_s: float = 120, settle_s
     times = tab.wait_run_done(mark, timeout_s, server=server, since_wall=wall)
     time.sleep(settle_s)  # late frames of the same rerun (none expected) still count
     runs = server.runs(since=wall)
+    first_token = tab.first_token_ms(mark)
     return {
         "browser_ms": times["drawn_ms"] - mark,
+        "browser_first_token_ms": None if first_token is None else first_token - mark,  # Generate only
         "browser_not_running_ms": None if times["not_running_ms"] is None else times["not_running_ms"] - mark,
         "server_ms": 1000 * runs[-1]["exec_s"] if runs else None,
         "server_cpu_ms": 1000 * runs[-1].get("process_cpu_s", 0) if runs else None,
@@ -122,6 +124,7 @@ def _summary(reruns: list[dict]) -> dict:
         "server_cpu_ms_median": median([r["server_cpu_ms"] for r in reruns]),
         "server_gc_ms_max": max((r["server_gc_ms"] or 0 for r in reruns), default=None),
         "browser_ms_median": median([r["browser_ms"] for r in reruns]),
+        "browser_first_token_ms_median": median([r["browser_first_token_ms"] for r in reruns]),  # None: not Generate
         "bytes_median": median([r["bytes"] for r in reruns]),
         "bytes_max": max((r["bytes"] for r in reruns), default=None),
         "exceptions": max((r["exceptions"] for r in reruns), default=0),
@@ -210,9 +213,11 @@ def cmd_warm(args, pages) -> dict:
                 continue
             s = _summary(out["reruns"])
             rows.append({"page": name, "model": args.model, "tokens": n, **out, "summary": s})
+            first_token = s["browser_first_token_ms_median"]
             print(f"  {name:12s} server {s['server_ms_median']:7.1f} ms (gc at most {s['server_gc_ms_max']:5.1f} ms)   "
                   f"browser {s['browser_ms_median']:7.1f} ms   "
-                  f"sent {s['bytes_median'] / 1024:7.1f} kB per rerun (first load {out['first_load']['bytes'] / 1024:.0f} kB)"
+                  + (f"(first token shown {first_token:.0f} ms)   " if first_token is not None else "")
+                  + f"sent {s['bytes_median'] / 1024:7.1f} kB per rerun (first load {out['first_load']['bytes'] / 1024:.0f} kB)"
                   + (f"   EXCEPTIONS {s['exceptions']}" if s["exceptions"] else ""))
         mem = server.memory_mb()
     print(f"  (server peak RSS during the run: {mem['peak_rss_mb']:.0f} MB)")

@@ -106,10 +106,15 @@ def walk(next_logits, prompt, steps: int, temperature=0.0, top_k=None, top_p=Non
     `next_logits(tuple_of_ids)` returns a (vocab_size,) float array: the logits at the last
     position for that prefix (the app crops it to the context length and caches it).
     """
+    return list(walk_steps(next_logits, prompt, steps, temperature, top_k, top_p, seed, picks, eos_id, n_candidates))
+
+
+def walk_steps(next_logits, prompt, steps: int, temperature=0.0, top_k=None, top_p=None, seed=123,
+               picks: dict | None = None, eos_id: int | None = None, n_candidates: int = N_CANDIDATES):
+    """`walk`, one Step at a time as each is computed: the page shows the text growing."""
     picks = picks or {}
     generator = torch.Generator().manual_seed(seed)
     ids = list(prompt)
-    out = []
     for s in range(steps):
         logits = np.array(next_logits(tuple(ids)), dtype=np.float32)  # a writable copy: torch needs one
         dist = next_token_distribution(logits, temperature, top_k, top_p)
@@ -118,15 +123,14 @@ def walk(next_logits, prompt, steps: int, temperature=0.0, top_k=None, top_p=Non
         if not 0 <= chosen < len(logits):
             chosen = drawn  # a stale or tampered pick: ignore it
         rank = int((logits > logits[chosen]).sum()) + 1
-        out.append(Step(
+        yield Step(
             index=s, prefix_len=len(ids), candidates=_candidates(dist, chosen, n_candidates), drawn=drawn,
             chosen=chosen, chosen_prob=float(dist["probs"][chosen]), chosen_rank=rank,
             kept=int(np.count_nonzero(dist["top_p_mask"])),
-        ))
+        )
         ids.append(chosen)
         if eos_id is not None and chosen == eos_id:
             break
-    return out
 
 
 def parse_picks(raw: str | None, max_step: int, vocab_size: int) -> dict:

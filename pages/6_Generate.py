@@ -1,10 +1,16 @@
 """Generate: the next token, step by step: logits, temperature, top-k, top-p, softmax, the draw."""
 
+import time
+
 import streamlit as st
 
 from gptviz import stepper, tokenizer, ui
 from gptviz.charts import generate as gen_charts
 from gptviz.charts import tokens as token_charts
+
+# Show the text while it grows only once a step takes this long: steps read from the logits
+# cache (moving a slider) take microseconds and are drawn once, at the end.
+STREAM_AFTER_S = 0.03
 
 inputs = ui.setup("Generate")
 
@@ -63,16 +69,34 @@ vocab_size = inputs.cfg["vocab_size"]
 picks = stepper.parse_picks(st.query_params.get("gen_picks"), steps_n, vocab_size)
 
 prompt = inputs.token_ids[0]
-steps = stepper.walk(
-    ui.logits_after(inputs.spec), prompt, steps_n, temperature=temperature,
-    top_k=top_k or None, top_p=top_p, seed=sample_seed, picks=picks, eos_id=tokenizer.ENDOFTEXT_ID,
-)
-generated = [s.chosen for s in steps]
+
+
+def token_rows(generated: list[int]) -> str:
+    chips = token_charts.chips_html([tokenizer.groups_from_ids(prompt), tokenizer.groups_from_ids(generated)])
+    return f'<div data-gv-generated="{len(generated)}">{chips}</div>'  # the attribute: benchmarks/_server.py
+
 
 st.subheader("The text so far")
-st.markdown(f"**{len(prompt)}** prompt tokens (first text) + **{len(generated)}** generated:")
-st.html(token_charts.chips_html([tokenizer.groups_from_ids(prompt), tokenizer.groups_from_ids(generated)]))
+counts = st.empty()
+counts.markdown(f"**{len(prompt)}** prompt tokens (first text) + up to **{steps_n}** generated, one per step:")
+# Each new token costs a pass over all the weights (about 50 ms for the 124M GPT here), so the
+# chips are redrawn as the steps come (only they: every element redrawn costs the browser, on
+# the same cores); a keystroke meanwhile stops the run at the next step.
+chips = st.empty()
 st.caption("Top row: your prompt. Bottom row: what the model appended, one chip per step.")
+steps = []
+shown_at = time.perf_counter()
+for step in stepper.walk_steps(
+    ui.logits_after(inputs.spec), prompt, steps_n, temperature=temperature,
+    top_k=top_k or None, top_p=top_p, seed=sample_seed, picks=picks, eos_id=tokenizer.ENDOFTEXT_ID,
+):
+    steps.append(step)
+    if time.perf_counter() - shown_at > STREAM_AFTER_S and len(steps) < steps_n:
+        chips.html(token_rows([s.chosen for s in steps]))
+        shown_at = time.perf_counter()
+generated = [s.chosen for s in steps]
+counts.markdown(f"**{len(prompt)}** prompt tokens (first text) + **{len(generated)}** generated:")
+chips.html(token_rows(generated))
 st.code(tokenizer.decode(prompt) + tokenizer.decode(generated), language=None, wrap_lines=True)
 if picks:
     st.caption(f"You overruled step(s) {', '.join(str(s + 1) for s in sorted(picks))}.")

@@ -158,3 +158,29 @@ def test_page_switch_keeps_shared_link_view(tab):
         pytest.fail(b.describe(view))
     assert (b.widget_value(tab, "text"), b.widget_value(tab, "model")) == ("Hello world", "gpt"), view.url
     assert view.query.get("text") == "Hello world", f"the URL no longer carries the view: {view.url}"
+
+
+# Records each value of the Generate page's data-gv-generated attribute (tokens generated so far).
+_GENERATED_OBSERVER = """
+(() => {
+  window.__generated = [];
+  new MutationObserver(() => {
+    const e = document.querySelector('[data-gv-generated]');
+    const v = e ? Number(e.getAttribute('data-gv-generated')) : null;
+    if (v !== null && v !== window.__generated[window.__generated.length - 1]) window.__generated.push(v);
+  }).observe(document, {subtree: true, childList: true, attributes: true});
+})();
+"""
+
+
+def test_generate_shows_the_text_growing(tab):
+    """With the 124M GPTModel each step takes a pass over all weights (tens of ms), so the page
+    shows the generated tokens as they come, before the run ends, then all of them."""
+    tab.add_init_script(_GENERATED_OBSERVER)
+    view = b.open_page(tab, "/Generate?model=gpt&gen_steps=12")
+    assert not view.problems(), b.describe(view)
+    shown = tab.evaluate("window.__generated")
+    assert shown[-1] == 12, shown
+    growing = [n for n in shown if 0 < n < 12]
+    assert len(growing) >= 3 and growing == sorted(growing), f"no growing text was shown: {shown}"
+    assert "12 generated" in view.main_text, b.describe(view)

@@ -47,6 +47,22 @@ def test_greedy_walk_equals_generate_text_simple(tiny_gpt):
     assert all(s.chosen_rank == 1 and s.chosen_prob == 1.0 for s in steps)
 
 
+def test_walk_steps_computes_each_step_only_when_asked_for(tiny_gpt):
+    """The page draws the text between steps: step k's logits are computed when step k is
+    taken from the generator, not before; and the steps equal walk's."""
+    prompt = encode("Every effort moves you")
+    asked = []
+    logits = last_logits(tiny_gpt)
+    steps = stepper.walk_steps(lambda ids: asked.append(len(ids)) or logits(ids), prompt, 5, temperature=0.8, seed=3)
+    assert asked == []
+    first = next(steps)
+    assert asked == [len(prompt)]
+    rest = list(steps)
+    assert asked == [len(prompt) + k for k in range(5)]
+    expected = walk(last_logits(tiny_gpt), prompt, 5, temperature=0.8, seed=3)
+    assert [(s.drawn, s.chosen_prob, s.kept) for s in [first, *rest]] == [(s.drawn, s.chosen_prob, s.kept) for s in expected]
+
+
 def test_greedy_walk_crops_to_the_context_like_the_course(tiny_gpt):
     prompt = encode("word " * 60)[:60]  # context is 64: the window slides after 4 steps
     steps = walk(last_logits(tiny_gpt), prompt, 8)
