@@ -7,7 +7,8 @@
     .venv/bin/python benchmarks/bench_app.py memory     # server peak RSS per model, and per extra browser session
 
 Options: --pages Home,Tokens,... (default: every page that exists now), --repeats N,
---max-minutes M (a hard bound: the run stops, cleans up and reports what it has).
+--max-minutes M (a hard bound: the run stops, cleans up and reports what it has),
+--edit end (warm: type a word at the end of the text each time instead of changing its first word).
 
 The server is `streamlit run app.py` started through benchmarks/_serve.py (which logs
 each script run's duration), on a port in 8650-8659, in its own process group, killed at
@@ -52,6 +53,15 @@ def text_of(n_tokens: int, variant: int) -> str:
     while len(tokenizer.encode(text)) > n_tokens:  # BPE may merge across the cut
         text = text[:-1]
     return text
+
+
+def edited_text(n_tokens: int, retype: int, edit: str) -> str:
+    """The text of the `retype`-th retype (0: the page's first load). edit="start": the first
+    word changes, so nothing is shared with the text before; "end": one word more at the end
+    each time, as a learner types on."""
+    if edit == "end":
+        return text_of(n_tokens, 0) + "".join(f" {w.lower()}" for w in WORDS[:retype])
+    return text_of(n_tokens, retype)
 
 
 # --- one page, opened then retyped -----------------------------------------------------------
@@ -101,11 +111,11 @@ def retype(server: Server, tab: Tab, text: str, timeout_s: float = 120, settle_s
     }
 
 
-def page_session(server, b, path, model, n_tokens, reruns) -> dict:
+def page_session(server, b, path, model, n_tokens, reruns, edit="start") -> dict:
     tab = Tab(b)
     try:
-        first = open_page(server, tab, path, model=model, text=text_of(n_tokens, 0))
-        reruns_out = [retype(server, tab, text_of(n_tokens, i)) for i in range(1, reruns + 1)]
+        first = open_page(server, tab, path, model=model, text=edited_text(n_tokens, 0, edit))
+        reruns_out = [retype(server, tab, edited_text(n_tokens, i, edit)) for i in range(1, reruns + 1)]
     except TimeoutError:
         raise  # --max-minutes
     except Exception as error:  # one page failing must not hide the others' numbers
@@ -198,7 +208,8 @@ def cmd_cold(args, pages) -> dict:
 def cmd_warm(args, pages) -> dict:
     """One server, model cached; per page: open it, then retype the text `repeats` times."""
     n = args.tokens
-    print(f"\nWarm rerun: model={args.model}, {n}-token texts, {args.repeats} retypes per page (model cached)")
+    print(f"\nWarm rerun: model={args.model}, {n}-token texts, {args.repeats} retypes per page (model cached), "
+          + ("the first word changed" if args.edit == "start" else "a word typed at the end") + " each time")
     rows, checks = [], []
     with Server(env=SERVER_ENV) as server, browser() as b:
         server.wait_healthy(60)
@@ -207,7 +218,7 @@ def cmd_warm(args, pages) -> dict:
         open_page(server, warm, "", model=args.model)
         warm.close()
         for name, path in pages.items():
-            out = page_session(server, b, path, args.model, n, args.repeats)
+            out = page_session(server, b, path, args.model, n, args.repeats, args.edit)
             if "error" in out:
                 rows.append({"page": name, "model": args.model, "tokens": n, **out})
                 continue
@@ -226,7 +237,7 @@ def cmd_warm(args, pages) -> dict:
         s = row.get("summary", {})
         checks.append(verdict(f"warm rerun server, {row['page']}", s.get("server_ms_median"), BUDGETS["warm_server_ms"], "ms"))
         checks.append(verdict(f"warm rerun browser, {row['page']}", s.get("browser_ms_median"), BUDGETS["warm_browser_ms"], "ms"))
-    return {"settings": {"model": args.model, "tokens": n, "repeats": args.repeats}, "rows": rows,
+    return {"settings": {"model": args.model, "tokens": n, "repeats": args.repeats, "edit": args.edit}, "rows": rows,
             "server_memory": mem, "checks": checks}
 
 
@@ -370,6 +381,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="gpt", help="model for warm reruns and sessions: skeleton|gpt")
     parser.add_argument("--models", default="skeleton,gpt", help="models for cold starts")
     parser.add_argument("--tokens", type=int, default=32, help="input length for warm reruns and sessions")
+    parser.add_argument("--edit", choices=["start", "end"], default="start",
+                        help="warm: change the first word (default; nothing shared) or type a word at the end")
     parser.add_argument("--sessions", default="1,5,10")
     parser.add_argument("--session-pages", help="pages for the per-session cost (default: every page)")
     parser.add_argument("--max-minutes", type=float, default=30)

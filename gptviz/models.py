@@ -145,6 +145,20 @@ class KVCache:
         held[2] = total
         return held[0][:, :, :total], held[1][:, :, :total]
 
+    def copy(self, tokens: int) -> "KVCache":
+        """A new cache holding only the first `tokens` tokens (0 < tokens <= length): keys and
+        values of a prefix do not depend on what follows it (attention is causal)."""
+        if not 0 < tokens <= self.length:
+            raise ValueError(f"can copy 1 to {self.length} tokens of this cache, not {tokens}")
+        out = KVCache(length=tokens)
+        for layer, (keys, values, _) in self.layers.items():
+            out.layers[layer] = [keys[:, :, :tokens].clone(), values[:, :, :tokens].clone(), tokens]
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v, _ in self.layers.values())
+
 
 # --- The seed's skeleton -------------------------------------------------------------
 

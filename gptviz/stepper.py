@@ -13,6 +13,8 @@ generator=torch.Generator().manual_seed(seed))` (greedy: `generate_text_simple`)
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +69,64 @@ def _candidates(dist: dict, extra: int, n: int) -> dict:
     }
 
 
+class PromptCaches:
+    """Keys and values of recent prompts, shared by every session, bounded by bytes.
+
+    A learner edits the end of a text far more often than its start, so a new prompt usually
+    shares its first tokens with one seen before; their keys and values are the same (attention
+    is causal) and only the rest goes through the model. `model_key` tells models apart.
+    """
+
+    def __init__(self, max_bytes: int, max_entries: int = 64):
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries  # also bounds models without attention, whose caches hold no bytes
+        self._items: OrderedDict = OrderedDict()  # (model_key, ids) -> KVCache, least recent first
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, model_key, ids: tuple) -> KVCache | None:
+        """A copy of the cache of the longest start `ids` shares with a kept prompt, leaving at
+        least its last token to compute (its logits are wanted); None if nothing is shared."""
+        with self._lock:
+            best, shared = None, 0
+            for (key, kept), cache in self._items.items():
+                if key == model_key:
+                    n = _shared_start(kept, ids, limit=len(ids) - 1)
+                    if n > shared:
+                        best, shared = (key, kept), n
+            if best is None:
+                return None
+            self._items.move_to_end(best)
+            return self._items[best].copy(shared)
+
+    def put(self, model_key, ids: tuple, cache: KVCache) -> None:
+        """Keep a copy of `cache` (which holds exactly `ids`); a prompt larger than the whole
+        budget is not kept."""
+        key = (model_key, tuple(ids))
+        kept = cache.copy(cache.length)
+        with self._lock:
+            if key in self._items or kept.nbytes > self.max_bytes:
+                return
+            self._items[key] = kept
+            self._bytes += kept.nbytes
+            while self._bytes > self.max_bytes or len(self._items) > self.max_entries:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+
+
+def _shared_start(a: tuple, b: tuple, limit: int) -> int:
+    """How many first tokens a and b have in common, at most `limit`."""
+    n = 0
+    for x, y in zip(a[:limit], b[:limit]):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class PrefixLogits:
     """Next-token logits of a growing prefix: what `walk` asks for, step after step.
 
@@ -78,24 +138,32 @@ class PrefixLogits:
     `generate_text_simple` does. Not thread-safe: one per rerun (the model may be shared).
     """
 
-    def __init__(self, model, context_length: int):
+    def __init__(self, model, context_length: int, prompts: PromptCaches | None = None, model_key=None):
         self.model = model
         self.context_length = context_length
+        self.prompts = prompts  # where a new prompt's start may already be computed
+        self.model_key = model_key
         self._cache: KVCache | None = None
         self._ids: tuple = ()  # the tokens whose keys and values the cache holds
 
     def __call__(self, ids) -> np.ndarray:
         ids = tuple(int(i) for i in ids)
         extends = self._cache is not None and len(self._ids) < len(ids) and ids[: len(self._ids)] == self._ids
-        if extends and len(ids) <= self.context_length:
+        fits = len(ids) <= self.context_length
+        fresh = not (extends and fits)
+        if not fresh:
             new = ids[len(self._ids):]
+        elif fits and self.prompts is not None and (shared := self.prompts.take(self.model_key, ids)):
+            self._cache, new = shared, ids[shared.length:]
         else:
             self._cache, new = KVCache(), ids[-self.context_length:]
         with torch.inference_mode():
             logits = self.model(torch.tensor([new]), kv_cache=self._cache, last_only=True)[0, -1]
-        self._ids = ids if len(ids) <= self.context_length else ()
+        self._ids = ids if fits else ()
         if not self._ids:
             self._cache = None  # a cropped window cannot be extended (see above)
+        elif fresh and self.prompts is not None:
+            self.prompts.put(self.model_key, ids, self._cache)  # before this walk extends it
         return logits.to(torch.float32).numpy().copy()
 
 

@@ -7,6 +7,7 @@ import torch
 from gptviz import GPT_CONFIG_124M, PRESETS, ModelSpec, build_model, config_key, encode, trace
 from gptviz.generation import generate, generate_text_simple
 from gptviz import stepper
+from gptviz.models import KVCache
 from gptviz.stepper import PrefixLogits, format_picks, parse_picks, walk
 
 TINY = PRESETS["tiny (teaching)"]
@@ -132,3 +133,92 @@ def test_top_ids_is_the_head_of_the_stable_full_sort(n):
 def test_top_ids_with_nan_falls_back_to_the_full_sort():
     logits = np.array([1.0, np.nan, 3.0, 2.0], dtype=np.float32)
     np.testing.assert_array_equal(stepper.top_ids(logits, 2), np.argsort(-logits, kind="stable")[:2])
+
+
+# --- a new prompt starts from the keys and values of a recent one -------------------------
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and records how many tokens each forward call is fed."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.fed = model, []
+
+    def forward(self, idx, **kwargs):
+        self.fed.append(idx.shape[1])
+        return self.model(idx, **kwargs)
+
+
+@pytest.mark.parametrize("kind, parts", [("GPTModel", None), ("DummyGPTModel", None), ("GPTModel", ("feed_forward",))])
+def test_a_prompt_sharing_its_start_with_a_recent_one_computes_only_the_rest(kind, parts):
+    spec = ModelSpec(kind=kind, config=config_key(TINY), seed=5, **({"parts": frozenset(parts)} if parts else {}))
+    model = build_model(spec).model
+    full = last_logits(model)
+    prompts = stepper.PromptCaches(max_bytes=2**24)
+    counting = CountingModel(model)
+    first = encode("Every effort moves you")
+    edits = [
+        (first + encode(" forward"), len(first)),  # a word typed at the end: only it is new
+        (first[:-1] + encode(" us"), len(first) - 1),  # the last word changed
+        (first, len(first) - 1),  # the same prompt again: its last token is still fed, for its logits
+        (encode("A different start"), 0),  # nothing shared: the whole prompt
+    ]
+    PrefixLogits(counting, TINY["context_length"], prompts, spec)(first)
+    for ids, shared in edits:
+        counting.fed.clear()
+        decoder = PrefixLogits(counting, TINY["context_length"], prompts, spec)
+        np.testing.assert_allclose(decoder(ids), full(ids), atol=2e-5, rtol=0)
+        assert counting.fed == [len(ids) - shared], (ids, shared)
+        step = [*ids, 7]  # and the walk extends it as before
+        np.testing.assert_allclose(decoder(step), full(step), atol=2e-5, rtol=0)
+
+
+def test_kept_prompts_are_copies_and_models_are_kept_apart(tiny_gpt):
+    prompts = stepper.PromptCaches(max_bytes=2**24)
+    ids = encode("Every effort moves you")
+    decoder = PrefixLogits(tiny_gpt, TINY["context_length"], prompts, "a")
+    decoder(ids)
+    for k in range(5):  # the walk extends its own cache, not the kept one
+        decoder([*ids, *range(100, 101 + k)])
+    np.testing.assert_allclose(PrefixLogits(tiny_gpt, 64, prompts, "a")([*ids, 9]), last_logits(tiny_gpt)([*ids, 9]),
+                               atol=2e-5, rtol=0)
+    other = build_model(ModelSpec(kind="GPTModel", config=config_key(TINY), seed=6)).model
+    counting = CountingModel(other)
+    PrefixLogits(counting, 64, prompts, "b")([*ids, 9])
+    assert counting.fed == [len(ids) + 1], "another model's keys and values were used"
+
+
+def test_kept_prompts_stay_within_their_bounds(tiny_gpt):
+    one = KVCache()
+    with torch.inference_mode():
+        tiny_gpt(torch.tensor([encode("Every effort moves you")]), kv_cache=one)
+    size = one.copy(one.length).nbytes
+    prompts = stepper.PromptCaches(max_bytes=3 * size, max_entries=10)
+    for k in range(5):
+        prompts.put("m", (k, *range(one.length - 1)), one)
+    assert len(prompts) == 3 and prompts._bytes == 3 * size
+    assert prompts.take("m", (0, 1, 2)) is None, "the oldest should have gone first"
+    assert prompts.take("m", (4, 0, 1)).length == 2
+    few = stepper.PromptCaches(max_bytes=size - 1)
+    few.put("m", (1, 2, 3, 4), one)
+    assert len(few) == 0, "a prompt larger than the budget is not kept"
+    skeleton = stepper.PromptCaches(max_bytes=2**20, max_entries=4)
+    for k in range(10):
+        skeleton.put("m", (k,), KVCache(length=1))
+    assert len(skeleton) == 4
+
+
+def test_a_cache_copy_holds_the_first_tokens_only(tiny_gpt):
+    cache = KVCache()
+    with torch.inference_mode():
+        tiny_gpt(torch.tensor([encode("Every effort moves you")]), kv_cache=cache)
+    part = cache.copy(2)
+    assert part.length == 2
+    for layer, (keys, values, n) in part.layers.items():
+        assert n == 2 and keys.shape[2] == 2
+        assert torch.equal(keys, cache.layers[layer][0][:, :, :2])
+        assert keys.data_ptr() != cache.layers[layer][0].data_ptr()
+    for bad in (0, cache.length + 1):
+        with pytest.raises(ValueError, match="can copy"):
+            cache.copy(bad)
