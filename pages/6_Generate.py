@@ -71,8 +71,8 @@ picks = stepper.parse_picks(st.query_params.get("gen_picks"), steps_n, vocab_siz
 prompt = inputs.token_ids[0]
 
 
-def token_rows(generated: list[int]) -> str:
-    chips = token_charts.chips_html([tokenizer.groups_from_ids(prompt), tokenizer.groups_from_ids(generated)])
+def generated_row(generated: list[int]) -> str:
+    chips = token_charts.chips_html([tokenizer.groups_from_ids(generated)])
     return f'<div data-gv-generated="{len(generated)}">{chips}</div>'  # the attribute: benchmarks/_server.py
 
 
@@ -80,10 +80,12 @@ st.subheader("The text so far")
 counts = st.empty()
 counts.markdown(f"**{len(prompt)}** prompt tokens (first text) + up to **{steps_n}** generated, one per step:")
 # Each new token costs a pass over all the weights (about 50 ms for the 124M GPT here), so the
-# chips are redrawn as the steps come (only they: every element redrawn costs the browser, on
-# the same cores); a keystroke meanwhile stops the run at the next step.
+# generated row is redrawn as the steps come (only it, not the prompt's row: every element and
+# byte sent costs the browser, on the same cores); a keystroke meanwhile stops the run at the
+# next step.
+st.html(token_charts.chips_html([tokenizer.groups_from_ids(prompt)]))
 chips = st.empty()
-st.caption("Top row: your prompt. Bottom row: what the model appended, one chip per step.")
+st.caption("First your prompt's tokens, then what the model appended, one chip per step.")
 steps = []
 shown_at = time.perf_counter()
 for step in stepper.walk_steps(
@@ -92,11 +94,11 @@ for step in stepper.walk_steps(
 ):
     steps.append(step)
     if time.perf_counter() - shown_at > STREAM_AFTER_S and len(steps) < steps_n:
-        chips.html(token_rows([s.chosen for s in steps]))
+        chips.html(generated_row([s.chosen for s in steps]))
         shown_at = time.perf_counter()
 generated = [s.chosen for s in steps]
 counts.markdown(f"**{len(prompt)}** prompt tokens (first text) + **{len(generated)}** generated:")
-chips.html(token_rows(generated))
+chips.html(generated_row(generated))
 st.code(tokenizer.decode(prompt) + tokenizer.decode(generated), language=None, wrap_lines=True)
 if picks:
     st.caption(f"You overruled step(s) {', '.join(str(s + 1) for s in sorted(picks))}.")
