@@ -87,6 +87,15 @@ class PromptCaches:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
     def take(self, model_key, ids: tuple) -> KVCache | None:
         """A copy of the cache of the longest start `ids` shares with a kept prompt, leaving at
         least its last token to compute (its logits are wanted); None if nothing is shared."""

@@ -53,7 +53,7 @@ def clear_shared_caches() -> None:
         fn = getattr(ui, name, None)
         if fn is not None and is_st_cached(fn):
             fn.clear()
-    for name in ("TRACES", "MODELS"):
+    for name in ("TRACES", "MODELS", "PROMPTS"):
         if hasattr(ui, name):
             getattr(ui, name).clear()
 
@@ -288,6 +288,27 @@ def test_trace_caches_stay_within_their_bounds():
             ui.next_logits(spec, (i % 50000, 1 + i // 50000))
         assert cache_size(ui.next_logits) <= bound
     clear_shared_caches()
+
+
+def test_kept_prompts_stay_under_their_bounds(monkeypatch):
+    """The Generate page keeps recent prompts' keys and values for every session: however many
+    distinct prompts arrive, they stay within GPTVIZ_PROMPT_CACHE_MB and the entry bound."""
+    clear_shared_caches()
+    spec = ModelSpec("GPTModel", config_key(TINY), seed=1)
+
+    def prompts(n, offset=0):
+        for i in range(n):
+            ui.logits_after(spec)(tuple((offset + i * 31 + j) % 50257 for j in range(TINY["context_length"])))
+
+    prompts(ui.PROMPTS.max_entries + 10)  # the tiny model's prompts are small: the entry bound holds
+    assert len(ui.PROMPTS) == ui.PROMPTS.max_entries
+    per_prompt = ui.PROMPTS.nbytes // len(ui.PROMPTS)
+    clear_shared_caches()
+    monkeypatch.setattr(ui.PROMPTS, "max_bytes", 5 * per_prompt)
+    prompts(20, offset=7)
+    assert len(ui.PROMPTS) == 5 and ui.PROMPTS.nbytes <= 5 * per_prompt
+    clear_shared_caches()
+    assert len(ui.PROMPTS) == 0
 
 
 def test_trace_cache_memory_stays_under_a_byte_budget():

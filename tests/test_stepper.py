@@ -222,3 +222,23 @@ def test_a_cache_copy_holds_the_first_tokens_only(tiny_gpt):
     for bad in (0, cache.length + 1):
         with pytest.raises(ValueError, match="can copy"):
             cache.copy(bad)
+
+
+def test_sessions_sharing_the_kept_prompts_at_once_get_correct_logits(tiny_gpt):
+    """Several reruns (threads) take and keep prompts at the same time: every answer equals the
+    full forward pass of its own prompt."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = stepper.PromptCaches(max_bytes=2**16, max_entries=3)  # small: evictions while others read
+    base = encode("Every effort moves you forward, and the class follows")
+    cases = [base[: 4 + k % 7] + [100 + k] for k in range(40)]
+    full = last_logits(tiny_gpt)
+
+    def run(ids):
+        return PrefixLogits(tiny_gpt, TINY["context_length"], prompts, "m")(ids)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(run, cases))
+    for ids, logits in zip(cases, got):
+        np.testing.assert_allclose(logits, full(ids), atol=2e-5, rtol=0)
+    assert len(prompts) <= 3 and prompts.nbytes <= 2**16
