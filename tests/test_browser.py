@@ -175,12 +175,16 @@ _GENERATED_OBSERVER = """
 
 def test_generate_shows_the_text_growing(tab):
     """With the 124M GPTModel each step takes a pass over all weights (tens of ms), so the page
-    shows the generated tokens as they come, before the run ends, then all of them."""
+    shows the generated tokens as they come, before the run ends, then all of them. Checked on
+    a rerun (a new text), once the page's code is loaded: the browser may still merge a few
+    redraws into one paint when it is busy, so at least two of the 19 in-between counts must show."""
     tab.add_init_script(_GENERATED_OBSERVER)
-    view = b.open_page(tab, "/Generate?model=gpt&gen_steps=12")
+    b.open_page(tab, "/Generate?model=gpt&gen_steps=20")
+    tab.evaluate("window.__generated = []")
+    view = b.enter_text(tab, "The lesson today is about how a transformer writes text")
     assert not view.problems(), b.describe(view)
     shown = tab.evaluate("window.__generated")
-    assert shown[-1] == 12, shown
-    growing = [n for n in shown if 0 < n < 12]
-    assert len(growing) >= 3 and growing == sorted(growing), f"no growing text was shown: {shown}"
-    assert "12 generated" in view.main_text, b.describe(view)
+    assert shown[-1] == 20, shown
+    growing = [n for n in shown if 0 < n < 20]
+    assert len(growing) >= 2 and growing == sorted(growing), f"no growing text was shown: {shown}"
+    assert "20 generated" in view.main_text, b.describe(view)
