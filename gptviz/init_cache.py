@@ -35,6 +35,8 @@ from torch import nn
 from torch.nn import init
 from torch.overrides import TorchFunctionMode
 
+from .settings import env_mib
+
 FORMAT = 1  # bump when what a file holds changes
 MIN_BYTES = 32 * 2**20
 SUFFIX = ".pt"
@@ -54,7 +56,7 @@ def cache_dir() -> Path | None:
 
 
 def max_bytes() -> int:
-    return int(float(os.environ.get("GPTVIZ_INIT_CACHE_MB", "2048")) * 2**20)
+    return env_mib("GPTVIZ_INIT_CACHE_MB", 2048)
 
 
 def _code_digest() -> str:

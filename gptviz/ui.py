@@ -39,6 +39,7 @@ from .config import (
 )
 from .lru import ByteLRU
 from .models import ALL_PARTS, PARTS
+from .settings import env_int, env_mib
 from .stepper import PrefixLogits, PromptCaches
 from .trace import Trace, trace
 
@@ -47,17 +48,17 @@ DEFAULT_TEXT2 = "Every day holds a"  # the seed's second row: together they form
 DEFAULT_SEED = 123
 # Tokens traced per text, whatever context_length a config or link asks for: the logits
 # alone are tokens x 50257 floats (4 GB for 20,000 tokens). GPTVIZ_MAX_TOKENS changes it.
-MAX_TOKENS = int(os.environ.get("GPTVIZ_MAX_TOKENS", "1024"))
+MAX_TOKENS = env_int("GPTVIZ_MAX_TOKENS", 1024)
 MAX_TEXT_CHARS = 20_000  # far beyond any context length; keeps a URL from carrying megabytes
 # Models larger than this are refused before anything is allocated (Streamlit Community
 # Cloud gives an app 690 MB to 2.7 GB). Set GPTVIZ_MAX_MODEL_MB to change it.
-MAX_MODEL_BYTES = int(float(os.environ.get("GPTVIZ_MAX_MODEL_MB", "1600")) * 2**20)
+MAX_MODEL_BYTES = env_mib("GPTVIZ_MAX_MODEL_MB", 1600)
 
 # One torch thread per computation. The server shares 2 cores between every session's
 # reruns (and, in a classroom demo, the projector's browser); with one intra-op thread per
 # core, torch's threads and the Python thread that builds the figures fight for them and a
 # warm rerun took 2-4x longer (benchmarks/README.md). GPTVIZ_TORCH_THREADS changes it.
-TORCH_THREADS = max(1, int(os.environ.get("GPTVIZ_TORCH_THREADS", "1")))
+TORCH_THREADS = env_int("GPTVIZ_TORCH_THREADS", 1)
 
 
 def _use_torch_threads() -> None:
@@ -81,7 +82,7 @@ WEIGHT_SOURCES = {
     "upload": "an uploaded .safetensors file",
     "download": "download GPT-2 (needs internet)",
 }
-MAX_UPLOAD_BYTES = int(float(os.environ.get("GPTVIZ_MAX_UPLOAD_MB", "700")) * 2**20)
+MAX_UPLOAD_BYTES = env_mib("GPTVIZ_MAX_UPLOAD_MB", 700)
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "gptviz-uploads"
 PAGES = (
     ("app.py", "Home", ":material/home:"),
@@ -152,7 +153,7 @@ def _expected_model_bytes(spec: ModelSpec) -> int | None:
 # Predictions pages (benchmarks/bench_model_switch.py) peaked at 1412-1418 MB of server RSS
 # with 700 MiB and 1676-1811 MB with 1000 MiB, which keeps the skeleton beside the GPTModel.
 # A model larger than the bound is still built, alone, and kept until the next miss.
-MODEL_CACHE_BYTES = int(float(os.environ.get("GPTVIZ_MODEL_CACHE_MB", "700")) * 2**20)
+MODEL_CACHE_BYTES = env_mib("GPTVIZ_MODEL_CACHE_MB", 700)
 MODELS = ByteLRU(MODEL_CACHE_BYTES, size_of=_model_bytes, keep_oversized=True)
 
 try:  # glibc's; elsewhere (macOS, musl) there is nothing to call
@@ -185,7 +186,7 @@ def get_model(spec: ModelSpec) -> BuiltModel:
 
 # Shared by every session (a module outlives reruns). Set GPTVIZ_TRACE_CACHE_MB to change it.
 TRACES = ByteLRU(
-    max_bytes=int(float(os.environ.get("GPTVIZ_TRACE_CACHE_MB", "256")) * 2**20),
+    max_bytes=env_mib("GPTVIZ_TRACE_CACHE_MB", 256),
     size_of=lambda t: sum(a.nbytes for a in t.values.values()),
 )
 
@@ -223,7 +224,7 @@ def next_logits(spec: ModelSpec, ids: tuple, _decoder: PrefixLogits | None = Non
 
 # Keys and values of recent prompts (see stepper.PromptCaches): 32 tokens of the 124M GPT take
 # 2.4 MB, 300 tokens 22 MB.
-PROMPTS = PromptCaches(int(float(os.environ.get("GPTVIZ_PROMPT_CACHE_MB", "24")) * 2**20))
+PROMPTS = PromptCaches(env_mib("GPTVIZ_PROMPT_CACHE_MB", 24))
 
 
 def logits_after(spec: ModelSpec):
@@ -246,7 +247,7 @@ def get_trace(inputs: Inputs, keep=None) -> Trace:
 # Traces computed while a page draws what does not depend on them (see start_trace). torch
 # releases the GIL in its kernels, so the forward pass runs on one core while the page's
 # Python runs on the other. A few workers: on 2 cores more would only take turns.
-_TRACE_WORKERS = ThreadPoolExecutor(max_workers=int(os.environ.get("GPTVIZ_TRACE_WORKERS", "2")),
+_TRACE_WORKERS = ThreadPoolExecutor(max_workers=env_int("GPTVIZ_TRACE_WORKERS", 2),
                                     thread_name_prefix="gptviz-trace", initializer=_use_torch_threads)
 
 
