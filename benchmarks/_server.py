@@ -210,14 +210,6 @@ _STATE_OBSERVER = """
       } } })
     .observe(document, {subtree: true, childList: true, attributes: true,
                         attributeFilter: ['data-test-script-state']});
-  // The Generate page's token rows (data-gv-generated = tokens generated so far), each time they change.
-  window.__generated = [];
-  let last = null, lastNode = null;
-  new MutationObserver(() => {
-    const e = document.querySelector('[data-gv-generated]');
-    const v = e ? Number(e.getAttribute('data-gv-generated')) : null;
-    if (v !== last || e !== lastNode) { last = v; lastNode = e; window.__generated.push([performance.now(), v]); }
-  }).observe(document, {subtree: true, childList: true, attributes: true});
 })();
 """
 
@@ -245,6 +237,7 @@ class Tab:
         self.context = b.new_context(viewport=VIEWPORT)
         self.page = self.context.new_page()
         self.page.add_init_script(_STATE_OBSERVER)
+        self.page.add_init_script(tb.GENERATED_OBSERVER)  # when the Generate page shows its first token
         self.frames: list[tuple[float, float, int]] = []  # (perf_counter, wall clock, bytes) of each frame received
         self.page.on("websocket", self._on_websocket)
 

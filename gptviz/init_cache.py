@@ -139,8 +139,9 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def save(path: Path, model: nn.Module, rng_state: torch.Tensor) -> None:
-    """Write atomically (a temporary file, then a rename), then prune the directory to its bound."""
+def save(path: Path, model: nn.Module, rng_state: torch.Tensor, limit: int | None = None) -> None:
+    """Write atomically (a temporary file, then a rename), then prune the directory to `limit`
+    bytes (default: GPTVIZ_INIT_CACHE_MB)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -148,18 +149,19 @@ def save(path: Path, model: nn.Module, rng_state: torch.Tensor) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    prune(path.parent, max_bytes(), keep=path)
+    prune(path.parent, max_bytes() if limit is None else limit, keep=path)
 
 
 def save_in_background(path: Path, model: nn.Module, rng_state: torch.Tensor) -> threading.Thread:
     """The writer runs beside the page (the file I/O releases the GIL); a failure (disk full, read-only
     directory) only means the next build draws the numbers again."""
+    limit = max_bytes()  # read here, in the page's thread: a bad GPTVIZ_INIT_CACHE_MB is an error there
 
     def write():
         _yield_the_cpu()
         try:
-            save(path, model, rng_state)
-        except OSError:
+            save(path, model, rng_state, limit)
+        except (OSError, RuntimeError):  # torch.save reports a full disk as a RuntimeError
             pass
 
     thread = threading.Thread(target=write, name="gptviz-init-cache", daemon=True)

@@ -186,6 +186,16 @@ def bidi_isolated(text: str) -> str:
     return f"\u2068{text}\u2069"
 
 
+# Characters that set the direction of the text after them: overrides, embeddings, isolates, marks.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def fence_bidi(text: str) -> str:
+    """`bidi_isolated(text)` if text holds a direction control, else text unchanged (so text
+    without one, nearly all of it, copies exactly as the model sees it)."""
+    return bidi_isolated(text) if _BIDI_CONTROLS.intersection(text) else text
+
+
 def show_whitespace(text: str) -> str:
     """Spaces as ␣, newlines as ↵, tabs as ⇥: whitespace is part of a GPT-2 token."""
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")

@@ -154,6 +154,7 @@ def _expected_model_bytes(spec: ModelSpec) -> int | None:
 # with 700 MiB and 1676-1811 MB with 1000 MiB, which keeps the skeleton beside the GPTModel.
 # A model larger than the bound is still built, alone, and kept until the next miss.
 MODEL_CACHE_BYTES = env_mib("GPTVIZ_MODEL_CACHE_MB", 700)
+init_cache.max_bytes()  # read once at start too: a bad GPTVIZ_INIT_CACHE_MB stops the server, as the others do
 MODELS = ByteLRU(MODEL_CACHE_BYTES, size_of=_model_bytes, keep_oversized=True)
 
 try:  # glibc's; elsewhere (macOS, musl) there is nothing to call

@@ -99,7 +99,8 @@ for step in stepper.walk_steps(
 generated = [s.chosen for s in steps]
 counts.markdown(f"**{len(prompt)}** prompt tokens (first text) + **{len(generated)}** generated:")
 chips.html(generated_row(generated))
-st.code(tokenizer.decode(prompt) + tokenizer.decode(generated), language=None, wrap_lines=True)
+# A direction override typed in the prompt must not reverse the generated text after it.
+st.code(tokenizer.fence_bidi(tokenizer.decode(prompt)) + tokenizer.decode(generated), language=None, wrap_lines=True)
 if picks:
     st.caption(f"You overruled step(s) {', '.join(str(s + 1) for s in sorted(picks))}.")
     st.button("Clear my picks", on_click=lambda: st.query_params.pop("gen_picks", None))

@@ -206,6 +206,21 @@ _RUN_COUNTER = """
 """
 
 
+# Records [page time, n] each time the Generate page's row of generated tokens changes
+# (data-gv-generated = tokens generated so far; the page redraws it after each step).
+GENERATED_OBSERVER = """
+(() => {
+  window.__generated = [];
+  let last = null, lastNode = null;
+  new MutationObserver(() => {
+    const e = document.querySelector('[data-gv-generated]');
+    const v = e ? Number(e.getAttribute('data-gv-generated')) : null;
+    if (v !== last || e !== lastNode) { last = v; lastNode = e; window.__generated.push([performance.now(), v]); }
+  }).observe(document, {subtree: true, childList: true, attributes: true});
+})();
+"""
+
+
 def new_context(browser, base_url: str):
     """A browser context on the app: relative URLs resolve against it, every page counts its runs.
 

@@ -160,30 +160,17 @@ def test_page_switch_keeps_shared_link_view(tab):
     assert view.query.get("text") == "Hello world", f"the URL no longer carries the view: {view.url}"
 
 
-# Records each value of the Generate page's data-gv-generated attribute (tokens generated so far).
-_GENERATED_OBSERVER = """
-(() => {
-  window.__generated = [];
-  new MutationObserver(() => {
-    const e = document.querySelector('[data-gv-generated]');
-    const v = e ? Number(e.getAttribute('data-gv-generated')) : null;
-    if (v !== null && v !== window.__generated[window.__generated.length - 1]) window.__generated.push(v);
-  }).observe(document, {subtree: true, childList: true, attributes: true});
-})();
-"""
-
-
 def test_generate_shows_the_text_growing(tab):
     """With the 124M GPTModel each step takes a pass over all weights (tens of ms), so the page
     shows the generated tokens as they come, before the run ends, then all of them. Checked on
     a rerun (a new text), once the page's code is loaded: the browser may still merge a few
     redraws into one paint when it is busy, so at least two of the 19 in-between counts must show."""
-    tab.add_init_script(_GENERATED_OBSERVER)
+    tab.add_init_script(b.GENERATED_OBSERVER)
     b.open_page(tab, "/Generate?model=gpt&gen_steps=20")
     tab.evaluate("window.__generated = []")
     view = b.enter_text(tab, "The lesson today is about how a transformer writes text")
     assert not view.problems(), b.describe(view)
-    shown = tab.evaluate("window.__generated")
+    shown = [n for _, n in tab.evaluate("window.__generated") if n is not None]
     assert shown[-1] == 20, shown
     growing = [n for n in shown if 0 < n < 20]
     assert len(growing) >= 2 and growing == sorted(growing), f"no growing text was shown: {shown}"

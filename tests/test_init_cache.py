@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,7 +228,7 @@ def test_a_build_first_waits_for_the_writes_that_hold_an_evicted_model(tmp_path,
     model is released before the next one is allocated."""
     release, written = threading.Event(), []
 
-    def slow_save(path, model, rng_state):
+    def slow_save(path, model, rng_state, limit=None):
         release.wait(30)
         written.append(path)
 
@@ -243,6 +244,22 @@ def test_a_build_first_waits_for_the_writes_that_hold_an_evicted_model(tmp_path,
     release.set()
     builder.join(30)
     assert order == [("build", [tmp_path / "model.pt"])]
+
+
+def test_a_write_that_fails_like_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError: the writer ends quietly, with neither
+    the file nor its temporary left, and the next build simply draws the numbers again."""
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    unhandled = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook_args: unhandled.append(hook_args.exc_value))
+    monkeypatch.setattr(init_cache.torch, "save", full_disk)
+    built = build_model(SPECS["skeleton"])
+    init_cache.save_in_background(tmp_path / "model.pt", built.model, built.rng_state).join(30)
+    assert unhandled == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_that_cannot_be_read_or_removed_means_a_normal_build(store, monkeypatch):

@@ -64,3 +64,14 @@ def test_bad_config_and_empty_text_give_messages():
     assert errors(at) == [] and "divisible by n_heads" in texts(at)
     at = run_page(PAGE, text="", text2="")
     assert errors(at) == [] and "Type some text" in texts(at)
+
+
+def test_a_direction_override_in_the_prompt_does_not_reverse_the_generated_text():
+    """U+202E typed in the prompt stays inside it (an isolate around the prompt); a prompt
+    without one is shown exactly as the model reads it (the default test above)."""
+    prompt = "abc \u202edef"
+    at = run_page(PAGE, text=prompt, **TINY)
+    assert errors(at) == []
+    shown = shown_text(at)
+    assert shown.startswith("\u2068" + prompt + "\u2069"), repr(shown[:20])
+    assert len(shown) > len(prompt) + 2, "nothing was generated after the prompt"

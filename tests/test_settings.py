@@ -36,15 +36,17 @@ def test_whole_numbers(monkeypatch, raw, ok):
         assert env_int("GPTVIZ_TORCH_THREADS", 1) == ok
 
 
-def test_the_app_refuses_a_bad_setting_at_start_with_its_name():
+@pytest.mark.parametrize("name", ["GPTVIZ_PROMPT_CACHE_MB", "GPTVIZ_INIT_CACHE_MB"])
+def test_the_app_refuses_a_bad_setting_at_start_with_its_name(name):
     """Imported with a bad value, the UI module stops with the variable's name (a subprocess:
-    this test process has the module imported already)."""
+    this test process has the module imported already). The init cache's bound is otherwise
+    read only when a model is written, in a background thread, where an error would go unseen."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "GPTVIZ_PROMPT_CACHE_MB": "lots"}
+    env = {**os.environ, name: "lots"}
     done = subprocess.run([sys.executable, "-c", "import gptviz.ui"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0
-    assert "GPTVIZ_PROMPT_CACHE_MB must be a size in MiB" in done.stderr
+    assert f"{name} must be a size in MiB" in done.stderr
