@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 import torch
 
+from .matmul import inference
 from .models import KVCache
 
 # Seed of the generator `generate` makes when sampling without one, so that the same
@@ -242,7 +243,7 @@ def generate(
         generator = torch.Generator(device=idx.device)
         generator.manual_seed(DEFAULT_SEED)
 
-    with torch.inference_mode():
+    with inference():
         out = _generate(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id, generator)
     # A tensor made under inference_mode cannot be used with autograd or modified in place
     # later; hand back an ordinary one.

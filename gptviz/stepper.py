@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .generation import next_token_distribution, pick_next_token
+from .matmul import inference
 from .models import KVCache
 
 N_CANDIDATES = 12  # candidates kept per step for display
@@ -166,7 +167,7 @@ class PrefixLogits:
             self._cache, new = shared, ids[shared.length:]
         else:
             self._cache, new = KVCache(), ids[-self.context_length:]
-        with torch.inference_mode():
+        with inference():
             logits = self.model(torch.tensor([new]), kv_cache=self._cache, last_only=True)[0, -1]
         self._ids = ids if fits else ()
         if not self._ids:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .matmul import inference
 from .models import FeedForward, MultiHeadAttention, Recorder, StopForward, TransformerBlock
 
 
@@ -88,7 +89,7 @@ def trace(model, token_ids, keep=None, dropout_generator: torch.Generator | None
     # not pay for the later blocks and the (B, T, vocab_size) logits.
     wanted = [name for name in forward_names(model) if keep_fn is None or keep_fn(name)]
     recorder = Recorder(keep=keep_fn, generator=dropout_generator, stop_after=wanted[-1] if wanted else "tok_emb")
-    with torch.inference_mode():
+    with inference():
         try:
             model(ids, recorder=recorder)
         except StopForward:

@@ -1,0 +1,113 @@
+"""gptviz.matmul: forward passes run their linear layers through oneDNN, with the same numbers."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptviz import matmul
+from gptviz.build import GPT, ModelSpec, build_model
+from gptviz.config import config_key
+from gptviz.trace import trace
+
+needs_onednn = pytest.mark.skipif(not matmul.uses_onednn(), reason="this torch build has no oneDNN linear")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """matmul's oneDNN op, wrapped to count its calls."""
+    calls = []
+    real = matmul._OP
+
+    def op(*args):
+        calls.append(tuple(args[1].shape))
+        return real(*args)
+
+    monkeypatch.setattr(matmul, "_OP", op)
+    return calls
+
+
+@needs_onednn
+def test_a_trace_runs_every_linear_layer_through_onednn_with_the_same_numbers(counted):
+    cfg = {"vocab_size": 50, "context_length": 8, "emb_dim": 48, "n_heads": 4, "n_layers": 2,
+           "drop_rate": 0.1, "qkv_bias": True}
+    model = build_model(ModelSpec(kind=GPT, config=config_key(cfg), seed=1)).model
+    ids = [[1, 5, 9, 2, 7]]
+    with torch.inference_mode():
+        expected = model(torch.tensor(ids)).numpy()  # torch's default BLAS
+    assert counted == []
+    logits = trace(model, ids)["logits"]
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(counted) == n_linear
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 2, 32])
+def test_the_124m_output_head_agrees_with_the_default_product(rows):
+    """The one product where oneDNN is most used: 768 -> 50,257, at GPT-2's init scale."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, rows, 768, generator=gen)
+    weight = torch.randn(50257, 768, generator=gen) * 0.02
+    expected = F.linear(x, weight)
+    with matmul.inference():
+        got = F.linear(x, weight)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@needs_onednn
+def test_what_onednn_does_not_take_falls_back_to_torch(counted):
+    x, weight, bias = torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64), None
+    with matmul.inference():
+        got = F.linear(x, weight, bias)
+        one_dim = F.linear(torch.randn(4), torch.randn(2, 4))
+    assert counted == []
+    torch.testing.assert_close(got, F.linear(x, weight))
+    assert one_dim.shape == (2,)
+
+
+@needs_onednn
+def test_the_switch_is_per_thread(counted):
+    """A session tracing inside inference() leaves another thread's products alone."""
+    inside, done = threading.Event(), threading.Event()
+
+    def hold():
+        with matmul.inference():
+            F.linear(torch.randn(2, 4), torch.randn(3, 4))
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(10)
+    with torch.inference_mode():
+        F.linear(torch.randn(2, 4), torch.randn(3, 4))  # this thread: not switched
+    done.set()
+    thread.join()
+    assert counted == [(3, 4)]
+
+
+def _uses_onednn_with(value: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GPTVIZ_ONEDNN_LINEAR": value}
+    return subprocess.run(
+        [sys.executable, "-c", "from gptviz import matmul; print(matmul.uses_onednn())"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_gptviz_onednn_linear_0_turns_it_off():
+    done = _uses_onednn_with("0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_a_bad_setting_names_the_variable():
+    done = _uses_onednn_with("fast")
+    assert done.returncode != 0
+    assert "GPTVIZ_ONEDNN_LINEAR must be a whole number" in done.stderr
