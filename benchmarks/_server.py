@@ -7,6 +7,8 @@
   downloads a browser here).
 - `Tab`: one browser page on the app that records script-state changes and websocket
   bytes received, and knows when a run is over and its charts are drawn.
+- `AgentSession`: a session with no browser at all, through Streamlit's agent API, so the
+  server's time can be measured without a browser drawing on the same cores.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -313,3 +316,38 @@ class Tab:
 
     def close(self) -> None:
         self.context.close()
+
+
+class AgentSession:
+    """One app session driven without a browser: Streamlit's agent API (`POST /_stcore/agent/interact`,
+    on when the server runs with STREAMLIT_SERVER_ENABLE_AGENT_API=true). It is an ordinary AppSession whose
+    client collects the ForwardMsgs instead of a websocket; widget values go through the same
+    `rerun_script` path as a browser's, and each request returns once the run has settled."""
+
+    def __init__(self, server: Server, path: str, timeout_s: float = 180, **params):
+        self.server = server
+        self.timeout_s = timeout_s
+        query = {k: [str(v)] for k, v in params.items() if v is not None}
+        self.session_id = self.interact(page=path, query_params=query)["session_id"]
+
+    def interact(self, **request) -> dict:
+        if getattr(self, "session_id", None):
+            request = {"session_id": self.session_id, **request}
+        req = urllib.request.Request(
+            f"{self.server.url}/_stcore/agent/interact", data=json.dumps(request).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"agent API {error.code}: {error.read().decode()[:500]}") from error
+        if answer.get("status") != "ready":
+            raise RuntimeError(f"agent session not ready: {answer.get('status')!r}")
+        return answer
+
+    def set_text(self, text: str) -> float:
+        """Set the text input (key "text") and wait for the rerun; seconds the request took."""
+        start = time.perf_counter()
+        self.interact(widget_state={"text": text})
+        return time.perf_counter() - start
