@@ -39,7 +39,9 @@ def _onednn_linear():
     """oneDNN's linear op, or None where this torch build has none (or it computes wrongly)."""
     try:
         op = torch.ops.mkldnn._linear_pointwise
-        x, w, b = torch.randn(3, 8), torch.randn(5, 8), torch.randn(5)
+        # Fixed numbers, not torch.randn: importing gptviz must not move the global RNG, which a
+        # learner's torch.manual_seed(123) before building a model relies on.
+        x, w, b = torch.arange(24.0).reshape(3, 8).sin(), torch.arange(40.0).reshape(5, 8).cos(), torch.arange(5.0)
         ok = torch.allclose(op(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-5)
     except (AttributeError, RuntimeError):
         return None
@@ -52,7 +54,7 @@ _OP = _onednn_linear() if ENABLED and torch.backends.mkldnn.is_available() else 
 class _OneDNNLinear(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear:
+        if func is F.linear and len(args) >= 2:  # nn.Linear's call: F.linear(input, weight, bias)
             x, weight = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             if x.dtype == weight.dtype == torch.float32 and weight.dim() == 2 and x.dim() >= 2 and not x.is_cuda:
