@@ -142,7 +142,8 @@ def test_new_shapes_do_not_grow_the_server_without_bound():
 def test_importing_it_leaves_the_global_rng_alone():
     """A learner seeds torch, then imports gptviz and builds: the import must not draw numbers."""
     done = subprocess.run(
-        [sys.executable, "-c", "import torch; torch.manual_seed(123); from gptviz import build, generation, matmul, stepper, trace; "
+        [sys.executable, "-c",
+         "import torch; torch.manual_seed(123); from gptviz import build, generation, matmul, stepper, trace; "
          "print(torch.rand(1).item() == torch.rand(1, generator=torch.Generator().manual_seed(123)).item())"],
         capture_output=True, text=True, timeout=120,
     )
