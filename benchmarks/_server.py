@@ -327,11 +327,12 @@ class AgentSession:
     def __init__(self, server: Server, path: str, timeout_s: float = 180, **params):
         self.server = server
         self.timeout_s = timeout_s
+        self.session_id = None  # the first request creates the session
         query = {k: [str(v)] for k, v in params.items() if v is not None}
         self.session_id = self.interact(page=path, query_params=query)["session_id"]
 
     def interact(self, **request) -> dict:
-        if getattr(self, "session_id", None):
+        if self.session_id:
             request = {"session_id": self.session_id, **request}
         req = urllib.request.Request(
             f"{self.server.url}/_stcore/agent/interact", data=json.dumps(request).encode(),
