@@ -217,18 +217,20 @@ _STATE_OBSERVER = """
 """
 
 # True once every chart on the page is drawn: plotly SVGs, graphviz SVGs, dataframe canvases,
-# and nothing is marked stale (left over from the previous run).
-_DRAWN = """
-() => {
+# nothing is marked stale (left over from the previous run), and no element is still a skeleton:
+# Streamlit loads each kind of element's code on first use and draws a skeleton meanwhile, and
+# `every` of no charts is true (until 2026-12-02 this missed it, so first loads read ~1 s early).
+_DRAWN = f"""
+() => {{
   const app = document.querySelector('[data-testid=stApp]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  if (document.querySelector('[data-stale=true]')) return false;
+  if (document.querySelector('[data-stale=true]') || document.querySelector('{tb.SKELETON}')) return false;
   const all = (sel, inner) => [...document.querySelectorAll(sel)].every(e => e.querySelector(inner));
-  if (!all('[data-testid=stPlotlyChart]', 'svg.main-svg')) return false;
-  if (!all('[data-testid=stGraphVizChart]', 'svg')) return false;
+  if (!all('{tb.PLOTLY}', 'svg.main-svg')) return false;
+  if (!all('{tb.GRAPHVIZ}', 'svg')) return false;
   if (!all('[data-testid=stDataFrame]', 'canvas')) return false;
   return performance.now();
-}
+}}
 """
 
 

@@ -8,7 +8,8 @@
 
 Options: --pages Home,Tokens,... (default: every page that exists now), --repeats N,
 --max-minutes M (a hard bound: the run stops, cleans up and reports what it has),
---edit end (warm: type a word at the end of the text each time instead of changing its first word).
+--edit end (warm: type a word at the end of the text each time instead of changing its first word),
+--param KEY=VALUE (warm: a page setting from the URL, e.g. gen_steps=10).
 
 The server is `streamlit run app.py` started through benchmarks/_serve.py (which logs
 each script run's duration), on a port in 8650-8659, in its own process group, killed at
@@ -112,10 +113,10 @@ def retype(server: Server, tab: Tab, text: str, timeout_s: float = 120, settle_s
     }
 
 
-def page_session(server, b, path, model, n_tokens, reruns, edit="start") -> dict:
+def page_session(server, b, path, model, n_tokens, reruns, edit="start", params=None) -> dict:
     tab = Tab(b)
     try:
-        first = open_page(server, tab, path, model=model, text=edited_text(n_tokens, 0, edit))
+        first = open_page(server, tab, path, model=model, text=edited_text(n_tokens, 0, edit), **(params or {}))
         reruns_out = [retype(server, tab, edited_text(n_tokens, i, edit)) for i in range(1, reruns + 1)]
     except TimeoutError:
         raise  # --max-minutes
@@ -133,11 +134,11 @@ def _exceptions_in(node: dict) -> int:
     return (node.get("type") == "exception") + sum(_exceptions_in(c) for c in node.get("children", []))
 
 
-def headless_session(server, path, model, n_tokens, reruns, edit="start") -> list[dict]:
+def headless_session(server, path, model, n_tokens, reruns, edit="start", params=None) -> list[dict]:
     """As many retypes with no browser on the machine (AgentSession): the server's time alone.
     Its texts start after the browser session's, so none of them is in a cache yet."""
     first = reruns + 1
-    session = AgentSession(server, path, model=model, text=edited_text(n_tokens, 0, edit, first))
+    session = AgentSession(server, path, model=model, text=edited_text(n_tokens, 0, edit, first), **(params or {}))
     out = []
     for i in range(1, reruns + 1):
         wall = time.time()
@@ -157,8 +158,6 @@ def _summary(reruns: list[dict]) -> dict:
         "server_cpu_ms_median": median([r["server_cpu_ms"] for r in reruns]),
         "server_gc_ms_max": max((r["server_gc_ms"] or 0 for r in reruns), default=None),
         "browser_ms_median": median([r["browser_ms"] for r in reruns]),
-        # Right after a page's first load the frontend is still loading its code: see the README.
-        "browser_first_retype_ms": reruns[0]["browser_ms"] if reruns else None,
         "browser_first_token_ms_median": median([r["browser_first_token_ms"] for r in reruns]),  # None: not Generate
         "bytes_median": median([r["bytes"] for r in reruns]),
         "bytes_max": max((r["bytes"] for r in reruns), default=None),
@@ -245,18 +244,18 @@ def cmd_warm(args, pages) -> dict:
         open_page(server, warm, "", model=args.model)
         warm.close()
         for name, path in pages.items():
-            out = page_session(server, b, path, args.model, n, args.repeats, args.edit)
+            out = page_session(server, b, path, args.model, n, args.repeats, args.edit, args.params)
             if "error" in out:
                 rows.append({"page": name, "model": args.model, "tokens": n, **out})
                 continue
-            out["headless_reruns"] = headless_session(server, path, args.model, n, args.repeats, args.edit)
+            out["headless_reruns"] = headless_session(server, path, args.model, n, args.repeats, args.edit, args.params)
             s = _summary(out["reruns"])
             s["server_alone_ms_median"] = median([r["server_ms"] for r in out["headless_reruns"]])
             rows.append({"page": name, "model": args.model, "tokens": n, **out, "summary": s})
             first_token = s["browser_first_token_ms_median"]
             print(f"  {name:12s} server alone {s['server_alone_ms_median']:7.1f} ms   "
                   f"server {s['server_ms_median']:7.1f} ms (gc at most {s['server_gc_ms_max']:5.1f} ms)   "
-                  f"browser {s['browser_ms_median']:7.1f} ms (first retype {s['browser_first_retype_ms']:.0f})   "
+                  f"browser {s['browser_ms_median']:7.1f} ms   "
                   + (f"(first token shown {first_token:.0f} ms)   " if first_token is not None else "")
                   + f"sent {s['bytes_median'] / 1024:7.1f} kB per rerun (first load {out['first_load']['bytes'] / 1024:.0f} kB)"
                   + (f"   EXCEPTIONS {s['exceptions']}" if s["exceptions"] else ""))
@@ -270,7 +269,8 @@ def cmd_warm(args, pages) -> dict:
         checks.append(verdict(f"warm rerun server beside the browser, {row['page']}", s.get("server_ms_median"),
                               BUDGETS["warm_server_ms"], "ms"))
         checks.append(verdict(f"warm rerun browser, {row['page']}", s.get("browser_ms_median"), BUDGETS["warm_browser_ms"], "ms"))
-    return {"settings": {"model": args.model, "tokens": n, "repeats": args.repeats, "edit": args.edit}, "rows": rows,
+    settings = {"model": args.model, "tokens": n, "repeats": args.repeats, "edit": args.edit, "params": args.params}
+    return {"settings": settings, "rows": rows,
             "server_memory": mem, "checks": checks}
 
 
@@ -423,7 +423,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-minutes", type=float, default=30)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the server, e.g. OMP_NUM_THREADS=1 (repeatable)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="warm: a URL parameter for every page opened, e.g. gen_steps=10 (repeatable)")
     args = parser.parse_args(argv)
+    args.params = dict(kv.split("=", 1) for kv in args.param)
     SERVER_ENV.update(kv.split("=", 1) for kv in args.env)
     pages = page_paths()
     if args.pages:
