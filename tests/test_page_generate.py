@@ -22,7 +22,7 @@ def test_default_page_writes_what_generate_text_simple_writes():
     torch.manual_seed(123)
     model = DummyGPTModel(GPT_CONFIG_124M).eval()
     prompt = encode("Every effort moves you")
-    out = generate_text_simple(model, torch.tensor([prompt]), 10, 1024)
+    out = generate_text_simple(model, torch.tensor([prompt]), 6, 1024)  # chapter 4's max_new_tokens=6
     assert shown_text(at) == decode(out[0].tolist())
     specs = charts(at)
     assert [s["layout"]["title"]["text"].split(":")[0] for s in specs] == ["The run", "Step 1"]
