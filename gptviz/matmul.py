@@ -16,6 +16,12 @@ and every new text length brings 4 new shapes: a server fed every length from 1 
 grew by 1.7 GB. Capped at 16 entries (the last few lengths; a new length costs ~13 ms more),
 the same run grew by 95 MB, against 46 MB with MKL. The caps must be set before oneDNN's first
 use, which is this module's own probe below.
+
+One exception, by CPU vendor: a single row (a generation step's matrix-vector products, which
+stream all the weights from memory) stays in MKL on Intel CPUs. On the 2-core Intel Xeon of
+2026-12-02 (second machine) a 124M decode step took 37-38 ms in MKL against 42-43 ms in oneDNN;
+on the AMD EPYC, where MKL takes its generic code paths, oneDNN read the same weights in 33 ms
+against MKL's 39-43 ms. With two or more rows oneDNN was as fast or faster on both.
 """
 
 from __future__ import annotations
@@ -51,13 +57,30 @@ def _onednn_linear():
 _OP = _onednn_linear() if ENABLED and torch.backends.mkldnn.is_available() else None
 
 
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's vendor id ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+# Single rows (generation steps) stay in MKL where MKL's matrix-vector product is the faster one.
+ONE_ROW_IN_MKL = cpu_vendor() == "GenuineIntel"
+
+
 class _OneDNNLinear(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear and len(args) >= 2:  # nn.Linear's call: F.linear(input, weight, bias)
             x, weight = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if x.dtype == weight.dtype == torch.float32 and weight.dim() == 2 and x.dim() >= 2 and not x.is_cuda:
+            if (x.dtype == weight.dtype == torch.float32 and weight.dim() == 2 and x.dim() >= 2 and not x.is_cuda
+                    and not (ONE_ROW_IN_MKL and x.numel() == x.shape[-1])):
                 return _OP(x, weight, bias, "none", [], "")
         return func(*args, **kwargs)
 

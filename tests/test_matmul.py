@@ -73,6 +73,27 @@ def test_what_onednn_does_not_take_falls_back_to_torch(counted):
 
 
 @needs_onednn
+@pytest.mark.parametrize("one_row_in_mkl", [True, False])
+def test_single_rows_stay_in_mkl_on_intel_only(counted, monkeypatch, one_row_in_mkl):
+    """A generation step (one row) goes to MKL where MKL's matrix-vector product is faster."""
+    monkeypatch.setattr(matmul, "ONE_ROW_IN_MKL", one_row_in_mkl)
+    weight = torch.randn(3, 4)
+    with matmul.inference():
+        F.linear(torch.randn(1, 1, 4), weight)  # one token's step
+        F.linear(torch.randn(1, 2, 4), weight)  # a prompt of two
+    assert counted == ([(3, 4)] if one_row_in_mkl else [(3, 4), (3, 4)])
+
+
+def test_the_cpu_vendor_comes_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert matmul.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    cpuinfo.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")  # an ARM machine: no vendor_id
+    assert matmul.cpu_vendor(str(cpuinfo)) == ""
+    assert matmul.cpu_vendor(str(tmp_path / "missing")) == ""
+
+
+@needs_onednn
 def test_the_switch_is_per_thread(counted):
     """A session tracing inside inference() leaves another thread's products alone."""
     inside, done = threading.Event(), threading.Event()
