@@ -167,7 +167,7 @@ class PrefixLogits:
             self._cache, new = shared, ids[shared.length:]
         else:
             self._cache, new = KVCache(), ids[-self.context_length:]
-        with inference():
+        with inference(rows=len(new)):
             logits = self.model(torch.tensor([new]), kv_cache=self._cache, last_only=True)[0, -1]
         self._ids = ids if fits else ()
         if not self._ids:

@@ -82,6 +82,11 @@ def test_single_rows_stay_in_mkl_on_intel_only(counted, monkeypatch, one_row_in_
         F.linear(torch.randn(1, 1, 4), weight)  # one token's step
         F.linear(torch.randn(1, 2, 4), weight)  # a prompt of two
     assert counted == ([(3, 4)] if one_row_in_mkl else [(3, 4), (3, 4)])
+    counted.clear()
+    with matmul.inference(rows=1):  # a caller that knows: the switch is skipped, not consulted
+        got = F.linear(torch.randn(1, 1, 4), weight)
+    assert counted == ([] if one_row_in_mkl else [(3, 4)])
+    assert got.shape == (1, 1, 3)
 
 
 def test_the_cpu_vendor_comes_from_cpuinfo(tmp_path):
