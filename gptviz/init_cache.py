@@ -22,6 +22,7 @@ GPTVIZ_INIT_CACHE_MB bounds it (default 2048).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -41,6 +42,9 @@ FORMAT = 1  # bump when what a file holds changes
 MIN_BYTES = 32 * 2**20
 SUFFIX = ".pt"
 _ABANDONED_TMP_S = 3600  # a temporary file this old was left by a writer that died
+# At interpreter exit, how long to let background writes finish (a 124M GPTModel's 0.66 GB
+# takes 1-3 s): a script that builds a model and ends must not leave a partial file behind.
+_EXIT_WAIT_S = 15.0
 # The code whose behaviour decides the numbers: build.py seeds and constructs, models.py initialises,
 # config.py validates (and so completes) the config the constructors read.
 _SOURCES = ("build.py", "models.py", "config.py")
@@ -143,13 +147,18 @@ def save(path: Path, model: nn.Module, rng_state: torch.Tensor, limit: int | Non
     """Write atomically (a temporary file, then a rename), then prune the directory to `limit`
     bytes (default: GPTVIZ_INIT_CACHE_MB)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = _tmp_path(path, threading.get_ident())
     try:
         torch.save({"tensors": _tensors(model), "rng_state": rng_state}, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     prune(path.parent, max_bytes() if limit is None else limit, keep=path)
+
+
+def _tmp_path(path: Path, thread_ident: int | None) -> Path:
+    """Where the writer thread `thread_ident` of this process writes `path` before renaming it."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{thread_ident}.tmp")
 
 
 def save_in_background(path: Path, model: nn.Module, rng_state: torch.Tensor) -> threading.Thread:
@@ -166,7 +175,7 @@ def save_in_background(path: Path, model: nn.Module, rng_state: torch.Tensor) ->
 
     thread = threading.Thread(target=write, name="gptviz-init-cache", daemon=True)
     with _WRITERS_LOCK:
-        _WRITERS[:] = [t for t in _WRITERS if t.is_alive()] + [thread]
+        _WRITERS[:] = [(t, p) for t, p in _WRITERS if t.is_alive()] + [(thread, path)]
     thread.start()
     return thread
 
@@ -179,7 +188,7 @@ def _yield_the_cpu() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-_WRITERS: list[threading.Thread] = []
+_WRITERS: list[tuple[threading.Thread, Path]] = []  # each writer and the file it writes
 _WRITERS_LOCK = threading.Lock()
 
 
@@ -188,8 +197,23 @@ def wait_for_writes(timeout_s: float = 30) -> None:
     the model cache while it is still being written stays in memory until then."""
     with _WRITERS_LOCK:
         writers = list(_WRITERS)
-    for thread in writers:
-        thread.join(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    for thread, _ in writers:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+@atexit.register
+def _finish_writes_at_exit() -> None:
+    """Daemon writers are killed when the interpreter ends: mid-write that left a partial temporary
+    file of up to 0.66 GB (swept only an hour later) and at times aborted the process from inside
+    torch.save. So a script that builds a model and ends waits for the write; what is still
+    unfinished after _EXIT_WAIT_S is removed."""
+    wait_for_writes(_EXIT_WAIT_S)
+    with _WRITERS_LOCK:
+        unfinished = [(t, p) for t, p in _WRITERS if t.is_alive()]
+    for thread, path in unfinished:
+        with contextlib.suppress(OSError):
+            _tmp_path(path, thread.ident).unlink(missing_ok=True)
 
 
 def prune(directory: Path, limit: int, keep: Path | None = None) -> None:

@@ -9,6 +9,7 @@ check the seed's and the course's printed numbers from a model read back.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -287,3 +288,36 @@ def test_the_writer_runs_at_the_lowest_priority_and_leaves_the_server_alone(tmp_
     init_cache.save_in_background(tmp_path / "model.pt", built.model, built.rng_state).join(30)
     assert seen == [19]  # the writer thread's own nice value (PRIO_PROCESS, 0 = the calling thread)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the rest of the server keeps its priority
+
+
+# A process that builds a model and ends at once: its writer is still running at exit.
+_BUILD_AND_EXIT = """
+import sys, time
+from gptviz import init_cache
+from gptviz.build import GPT, ModelSpec, build_model
+from gptviz.config import PRESETS, config_key
+init_cache.MIN_BYTES = 0
+if sys.argv[1] == "stuck":  # a write that cannot finish in time (a slow disk)
+    init_cache._EXIT_WAIT_S = 0.2
+    real_save = init_cache.torch.save
+    def slow_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        time.sleep(30)
+    init_cache.torch.save = slow_save
+build_model(ModelSpec(GPT, config_key(PRESETS["tiny (teaching)"]), seed=5))
+print("built")
+"""
+
+
+@pytest.mark.parametrize("write", ["finishes", "stuck"])
+def test_a_script_that_ends_right_after_a_build_leaves_no_partial_file(tmp_path, write):
+    """Killed with the interpreter, a daemon writer left a partial temporary file (up to 0.66 GB,
+    swept an hour later) and at times aborted the process; at exit the write is now waited for,
+    and what cannot finish in time is removed."""
+    env = {**os.environ, "GPTVIZ_INIT_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", _BUILD_AND_EXIT, write], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "built"
+    left = sorted(p.suffix for p in tmp_path.iterdir())
+    assert left == ([init_cache.SUFFIX] if write == "finishes" else [])
