@@ -21,7 +21,8 @@ One exception, by CPU vendor: a single row (a generation step's matrix-vector pr
 stream all the weights from memory) stays in MKL on Intel CPUs. On the 2-core Intel Xeon of
 2026-12-02 (second machine) a 124M decode step took 37-38 ms in MKL against 42-43 ms in oneDNN;
 on the AMD EPYC, where MKL takes its generic code paths, oneDNN read the same weights in 33 ms
-against MKL's 39-43 ms. With two or more rows oneDNN was as fast or faster on both.
+against MKL's 39-43 ms. With more rows oneDNN was the faster on both as a whole (Intel: a 32-token
+prefill 82-89 against 89-98 ms; AMD: the output head twice as fast).
 """
 
 from __future__ import annotations

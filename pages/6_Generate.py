@@ -47,7 +47,7 @@ if inputs.spec.kind != "pretrained":
 
 controls = st.columns([2, 2, 2, 2, 2])
 # 6 by default, as chapter 4 runs generate_text_simple (max_new_tokens=6): each step is a pass
-# over all the weights, ~45 ms for the 124M GPT on one core, so the default sets the page's time.
+# over all the weights, ~40 ms for the 124M GPT on one core, so the default sets the page's time.
 steps_n = ui.clamped_widget(
     controls[0].slider, "Tokens to generate", key="gen_steps", min_value=1, max_value=40, value=6,
     help="max_new_tokens. Chapter 4 generates 6; each one is another pass through the model.",
